@@ -1,0 +1,8 @@
+"""samrepro: a reproduction of "One-Shot Sensitivity-Aware Mixed Sparsity Pruning for
+Large Language Models" (Shao, Liu, Qian; ICASSP 2024).
+
+Modules, lower to higher (a module imports only ones above it in this list):
+errors, models, data, hessian, solver, pipeline, evaluate, cli.
+"""
+
+__version__ = "0.1.0"

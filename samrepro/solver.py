@@ -1,0 +1,211 @@
+"""The one-shot column solver of SparseGPT, with the paper's saliency criteria (METHOD.md §1, §2, §5).
+
+Read it next to METHOD.md §1. For a weight W (rows = outputs, columns = inputs) and the
+layer-wise Hessian H = 2XXᵀ/n, the solver walks the columns left to right in blocks; at the
+start of each block it picks which weights of the block to drop (by the saliency score), then
+zeroes (and, with `wbits` < 16, quantizes) one column at a time and spreads each column's error
+onto the columns not yet processed with the OBS update
+    W[:, j:] -= ((w_j - q_j) / U_jj) · U[j, j:],        U = upper Cholesky factor of H⁻¹.
+U_mm² equals [H_F⁻¹]_mm, the inverse Hessian restricted to the columns F = m, m+1, … that
+are still free when column m is reached (the sequential OBS inverse).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import UserError, check_sparsity
+
+SALIENCIES = ("obs", "isc", "isc-code", "magnitude", "wanda")
+RECONSTRUCTING = ("obs", "isc", "isc-code")  # the others drop weights without an OBS update
+
+
+def check_args(sparsity: float, saliency: str, prune_n: int, prune_m: int, wbits: int) -> None:
+    """Raise a UserError for an invalid solver request (shared by the CLI and prune_weight)."""
+    check_sparsity(sparsity)
+    if saliency not in SALIENCIES:
+        raise UserError(f"unknown saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
+    if prune_n or prune_m:
+        if not 0 < prune_n < prune_m:
+            raise UserError(f"N:M sparsity needs 0 < N < M (e.g. 2:4), got {prune_n}:{prune_m}")
+    if wbits != 16 and not 2 <= wbits <= 8:
+        raise UserError(f"wbits must be 16 (no quantization) or between 2 and 8, got {wbits}")
+
+
+def saliency_scores(saliency: str, W: torch.Tensor, U_diag: torch.Tensor,
+                    H_diag: torch.Tensor) -> torch.Tensor:
+    """Score of every weight of W (lower = dropped first), METHOD.md §2.
+
+    W holds the current (already updated) weights of a block, U_diag the matching diagonal of
+    the Cholesky factor (U_mm² = sequential [H⁻¹]_mm) and H_diag the diagonal of the damped H.
+    """
+    w2 = W.square()
+    if saliency == "obs":  # paper eq. (2): w² / [H⁻¹]_mm
+        return w2 / U_diag.square()
+    if saliency == "isc":  # paper eq. (4): w² (H_mm + 1/[H⁻¹]_mm), OBD + OBS terms
+        return w2 * (H_diag + 1.0 / U_diag.square())
+    if saliency == "isc-code":  # the authors' code: 1/U_mm, not squared
+        return w2 * (H_diag + 1.0 / U_diag)
+    if saliency == "magnitude":
+        return W.abs()
+    if saliency == "wanda":  # |w|·‖X_m‖₂, and ‖X_m‖₂² = n·H_mm/2 ∝ H_mm
+        return W.abs() * H_diag.sqrt()
+    raise UserError(f"unknown saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
+
+
+def quantization_grid(W: torch.Tensor, wbits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel asymmetric min-max grid (GPTQ's): returns (scale, zero), each rows×1.
+
+    The range always contains 0, so a pruned weight quantizes to exactly 0.
+    """
+    maxq = 2**wbits - 1
+    xmin = W.min(dim=1, keepdim=True).values.clamp(max=0)
+    xmax = W.max(dim=1, keepdim=True).values.clamp(min=0)
+    empty = (xmin == 0) & (xmax == 0)
+    xmin, xmax = torch.where(empty, -1.0, xmin), torch.where(empty, 1.0, xmax)
+    scale = (xmax - xmin) / maxq
+    zero = torch.round(-xmin / scale)
+    return scale, zero
+
+
+def quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, wbits: int) -> torch.Tensor:
+    q = torch.clamp(torch.round(w / scale) + zero, 0, 2**wbits - 1)
+    return scale * (q - zero)
+
+
+def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Boolean mask of exactly `count` lowest entries of `scores` (ties broken by position)."""
+    flat = scores.flatten()
+    if count <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    # kthvalue + tie fill: several times faster than a full sort of the block
+    kth = torch.kthvalue(flat, count).values
+    mask = flat < kth
+    ties = (flat == kth).nonzero().squeeze(1)
+    mask[ties[: count - int(mask.sum())]] = True
+    return mask.view_as(scores)
+
+
+def _nm_mask(scores: torch.Tensor, prune_n: int, prune_m: int) -> torch.Tensor:
+    """In every group of M consecutive columns, per row, the N lowest scores."""
+    rows, cols = scores.shape
+    if cols % prune_m:
+        raise UserError(f"N:M needs the input size ({cols}) to be a multiple of M={prune_m}")
+    groups = scores.reshape(rows, cols // prune_m, prune_m)
+    drop = torch.argsort(groups, dim=2, stable=True)[:, :, :prune_n]
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, drop, True)
+    return mask.reshape(rows, cols)
+
+
+def _share(numel: int, sparsity: float) -> int:
+    return int(round(numel * sparsity))
+
+
+def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, saliency: str = "obs",
+                 prune_n: int = 0, prune_m: int = 0, wbits: int = 16, blocksize: int = 128,
+                 percdamp: float = 0.01) -> torch.Tensor:
+    """Prune (and optionally quantize) one weight matrix; returns the new weight.
+
+    W: out_features × in_features; H: in_features × in_features, the accumulated 2XXᵀ/n
+    (may be None for `magnitude`, which uses no data).
+    The result has W's shape, dtype and device; the work is done in fp32 on W's device.
+    `sparsity` is the fraction of each block's weights set to zero (ignored with N:M).
+    `magnitude` prunes the whole matrix at once by |w|, `wanda` each output row by |w|·‖X_m‖
+    (Wanda's comparison group); neither updates the kept weights (they are only quantized).
+    """
+    return prune_weights([W], H, [sparsity], saliency, prune_n, prune_m, wbits, blocksize,
+                         percdamp)[0]
+
+
+@torch.no_grad()
+def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: list[float],
+                  saliency: str = "obs", prune_n: int = 0, prune_m: int = 0, wbits: int = 16,
+                  blocksize: int = 128, percdamp: float = 0.01) -> list[torch.Tensor]:
+    """prune_weight for several matrices fed the same inputs (q, k, v; gate, up), which share H.
+
+    The OBS update acts on each row alone, so stacking the rows and walking the columns once
+    gives each matrix exactly the result of its own solve, with one Cholesky and one loop.
+    Each matrix keeps its own sparsity and its own per-block mask selection.
+    """
+    for sparsity in sparsities:
+        check_args(sparsity, saliency, prune_n, prune_m, wbits)
+    cols = Ws[0].shape[1]
+    if any(W.shape[1] != cols for W in Ws):
+        raise ValueError("stacked matrices must have the same number of inputs")
+    if H is None:
+        if saliency != "magnitude":
+            raise ValueError(f"saliency {saliency!r} needs the Hessian H")
+        H = torch.ones(cols, device=Ws[0].device).diag()
+    if H.shape != (cols, cols):
+        raise ValueError(f"H must be {cols}×{cols} for weights with {cols} inputs, got {tuple(H.shape)}")
+    sizes = [W.shape[0] for W in Ws]
+    W = torch.cat([W.detach().to(torch.float32) for W in Ws])
+    H = H.detach().to(device=W.device, dtype=torch.float32).clone()
+    grid = quantization_grid(W, wbits) if wbits < 16 else None
+
+    if saliency not in RECONSTRUCTING:
+        out = []
+        for i, (part, sparsity) in enumerate(zip(W.split(sizes), sparsities)):
+            part_grid = None if grid is None else tuple(g.split(sizes)[i] for g in grid)
+            out.append(_prune_without_update(part, H.diagonal(), sparsity, saliency, prune_n,
+                                             prune_m, part_grid, wbits))
+        return [o.to(src.dtype) for o, src in zip(out, Ws)]
+
+    dead = H.diagonal() == 0  # inputs that never fire: any value of their weights is free
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H.diagonal().add_(percdamp * H.diagonal().mean())
+    U = _upper_cholesky_of_inverse(H)
+    H_diag = H.diagonal()
+
+    for b0 in range(0, cols, blocksize):
+        b1 = min(b0 + blocksize, cols)
+        # Transposed (columns × rows), so that each column is one contiguous row of memory.
+        W1 = W[:, b0:b1].T.contiguous()
+        U1 = U[b0:b1, b0:b1]
+        Err1 = torch.zeros_like(W1)
+        if not prune_n:  # unstructured: choose the whole block's mask now, per matrix
+            scores = saliency_scores(saliency, W1.T, U1.diagonal(), H_diag[b0:b1])
+            mask1 = torch.cat([_lowest(part, _share(part.numel(), sparsity))
+                               for part, sparsity in zip(scores.split(sizes), sparsities)]).T
+        else:
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        for j in range(b1 - b0):
+            if prune_n and j % prune_m == 0:  # N:M: choose each group's mask on reaching it
+                g = slice(j, j + prune_m)
+                scores = saliency_scores(saliency, W1[g].T, U1.diagonal()[g], H_diag[b0:b1][g])
+                mask1[g] = _nm_mask(scores, prune_n, prune_m).T
+            w = W1[j]
+            q = w.masked_fill(mask1[j], 0.0)
+            if grid is not None:
+                q = quantize(q.unsqueeze(1), *grid, wbits).squeeze(1)
+            torch.sub(w, q, out=Err1[j]).div_(U1[j, j])
+            W1[j:].addr_(U1[j, j:], Err1[j], alpha=-1.0)  # the OBS update of this column's error
+            W1[j] = q  # exactly q (the update leaves it equal only up to rounding)
+        W[:, b0:b1] = W1.T
+        W[:, b1:] -= Err1.T @ U[b0:b1, b1:]
+    return [part.to(src.dtype) for part, src in zip(W.split(sizes), Ws)]
+
+
+def _upper_cholesky_of_inverse(H: torch.Tensor) -> torch.Tensor:
+    try:
+        L = torch.linalg.cholesky(H)
+    except torch.linalg.LinAlgError:
+        raise UserError("the damped Hessian is not positive definite: raise percdamp "
+                        "(e.g. 0.1) or use more calibration data") from None
+    return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+
+
+def _prune_without_update(W, H_diag, sparsity, saliency, prune_n, prune_m, grid, wbits):
+    scores = saliency_scores(saliency, W, torch.ones_like(H_diag), H_diag)
+    if prune_n:
+        mask = _nm_mask(scores, prune_n, prune_m)
+    elif saliency == "wanda":  # per output row
+        order = torch.argsort(scores, dim=1, stable=True)[:, :_share(W.shape[1], sparsity)]
+        mask = torch.zeros_like(W, dtype=torch.bool).scatter_(1, order, True)
+    else:
+        mask = _lowest(scores, _share(W.numel(), sparsity))
+    W = torch.where(mask, 0.0, W)
+    if grid is not None:
+        W = quantize(W, *grid, wbits)
+    return W
