@@ -59,7 +59,7 @@ def main():
 
     model, tokenizer = load_model("embedded")
     model_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-    sum(float(p.sum()) for p in model.parameters())  # page in every weight before measuring
+    sum(float(p.detach().sum()) for p in model.parameters())  # page in every weight first
     windows, corpus = calibration_windows("c4", tokenizer, args.nsamples, args.seqlen, seed=0)
     before = rss_mib()
     t = time.perf_counter()

@@ -98,6 +98,7 @@ def _versions() -> dict:
 
 def _check_prune_args(args) -> tuple[float, int, int]:
     prune_n, prune_m = args.nm or (0, 0)
+    check_args(0.0, args.saliency, prune_n, prune_m, args.wbits)
     if args.sparsity is None:
         if not args.nm:
             raise UserError("give --sparsity P (e.g. 0.5), or --nm N:M (e.g. 2:4)")

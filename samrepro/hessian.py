@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import torch
 
+BLOCK = 128  # H is symmetric: only its block-lower triangle is accumulated (~40% less work)
+
 
 class HessianAccumulator:
     """Running mean of 2xxᵀ over every input token x seen by one linear layer, in fp32."""
 
     def __init__(self, in_features: int, device: torch.device | str = "cpu"):
-        self.H = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+        self._lower = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
         self.tokens = 0
 
     def add(self, inputs: torch.Tensor) -> None:
         """Fold in a batch of layer inputs of shape (..., in_features)."""
-        X = inputs.detach().reshape(-1, inputs.shape[-1]).to(self.H.device, torch.float32)
-        batch = X.shape[0]
-        total = self.tokens + batch
+        X = inputs.detach().reshape(-1, inputs.shape[-1]).to(self._lower.device, torch.float32)
+        total = self.tokens + X.shape[0]
         # H_new = (n/(n+b))·H + (2/(n+b))·XᵀX: a running mean, no large sums in fp32
-        self.H.mul_(self.tokens / total).addmm_(X.T, X, alpha=2.0 / total)
+        self._lower.mul_(self.tokens / total)
+        for i0 in range(0, X.shape[1], BLOCK):
+            i1 = i0 + BLOCK
+            self._lower[i0:, i0:i1].addmm_(X[:, i0:].T, X[:, i0:i1], alpha=2.0 / total)
         self.tokens = total
+
+    @property
+    def H(self) -> torch.Tensor:
+        """The full symmetric H (a new tensor)."""
+        H = self._lower.clone()
+        for i0 in range(0, H.shape[0], BLOCK):
+            i1 = i0 + BLOCK
+            H[i0:i1, i1:] = self._lower[i1:, i0:i1].T
+        return H

