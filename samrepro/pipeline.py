@@ -139,6 +139,50 @@ def _accumulate_hessians(layer: nn.Module, names, calls, device, seconds) -> dic
     return accumulators
 
 
+def layer_by_layer(model: nn.Module, windows: torch.Tensor, visit, batch_size: int = 8,
+                   device=None, seconds=None, progress: bool = True, desc: str = "layers") -> None:
+    """The sequential pass: for each decoder layer, accumulate its linears' Hessians on the
+    current inputs, call visit(index, layer, {linear name: accumulator}) (which may change
+    the layer's weights), then run the inputs through the layer to get the next inputs."""
+    arch = architecture(model)
+    layers = decoder_layers(model)
+    device = torch.device(device) if device is not None else _model_device(model)
+    seconds = seconds if seconds is not None else defaultdict(float)
+    t0 = time.perf_counter()
+    calls = capture_layer_inputs(model, windows, batch_size, device)
+    calls = [(x, _to(args, device), _to(kwargs, device)) for x, args, kwargs in calls]
+    seconds["capture"] += time.perf_counter() - t0
+    hessian_before = seconds["hessian"]
+    for i in tqdm(range(len(layers)), desc=desc, disable=not progress):
+        home = _model_device(layers[i])
+        layer = layers[i].to(device)
+        accumulators = _accumulate_hessians(layer, arch.linears, calls, device, seconds)
+        visit(i, layer, accumulators)
+        del accumulators
+        t = time.perf_counter()
+        with torch.no_grad():
+            for k, (x, args, kwargs) in enumerate(calls):
+                out = layer(x.to(device), *args, **kwargs)
+                calls[k] = (out[0] if isinstance(out, tuple) else out, args, kwargs)
+        seconds["forward"] += time.perf_counter() - t
+        layers[i] = layer.to(home)
+    seconds["forward"] -= seconds["hessian"] - hessian_before  # hooks ran inside forwards
+
+
+def layer_hessian_diagonals(model: nn.Module, windows: torch.Tensor, batch_size: int = 8,
+                            progress: bool = True) -> dict[str, torch.Tensor]:
+    """diag(2XXᵀ/n) of every prunable linear's inputs X, on the dense model (nothing pruned)."""
+    arch = architecture(model)
+    found = {}
+
+    def record(i, _layer, accumulators):
+        for sub, acc in accumulators.items():
+            found[f"{arch.layers}.{i}.{sub}"] = acc.H.diagonal().cpu()
+
+    layer_by_layer(model, windows, record, batch_size, progress=progress, desc="input norms")
+    return found
+
+
 def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, float],
                 saliency: str = "obs", prune_n: int = 0, prune_m: int = 0, wbits: int = 16,
                 blocksize: int = 128, percdamp: float = 0.01, batch_size: int = 8,
@@ -153,9 +197,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
     """
     check_args(0.0, saliency, prune_n, prune_m, wbits)
     linears = _check_sparsities(model, sparsities)
-    device = torch.device(device) if device is not None else _model_device(model)
     arch = architecture(model)
-    layers = decoder_layers(model)
     seconds = defaultdict(float)
     matrices = {}
 
@@ -180,16 +222,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
             prune({name: linear}, None)
         return {"matrices": matrices, "seconds": dict(seconds), "tokens": 0}
 
-    t0 = time.perf_counter()
-    calls = capture_layer_inputs(model, windows, batch_size, device)
-    seconds["capture"] = time.perf_counter() - t0
-    calls = [(x, _to(args, device), _to(kwargs, device)) for x, args, kwargs in calls]
-
-    for i in tqdm(range(len(layers)), desc="pruning layers", disable=not progress):
-        home = _model_device(layers[i])
-        layer = layers[i].to(device)
-        accumulators = _accumulate_hessians(layer, arch.linears, calls, device, seconds)
-
+    def prune_layer(i, layer, accumulators):
         groups = {}  # id(accumulator) → (accumulator, the linears that share it)
         for sub in arch.linears:
             acc = accumulators[sub]
@@ -197,16 +230,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
                 layer.get_submodule(sub)
         for acc, named in groups.values():
             prune(named, acc.H)
-        del accumulators, groups
 
-        t = time.perf_counter()
-        with torch.no_grad():
-            for k, (x, args, kwargs) in enumerate(calls):
-                out = layer(x.to(device), *args, **kwargs)
-                calls[k] = (out[0] if isinstance(out, tuple) else out, args, kwargs)
-        seconds["forward"] += time.perf_counter() - t
-        layers[i] = layer.to(home)
-
-    seconds["forward"] -= seconds["hessian"]  # the hooks ran inside the forwards
-    return {"matrices": matrices, "seconds": dict(seconds),
-            "tokens": int(windows.numel())}
+    layer_by_layer(model, windows, prune_layer, batch_size, device, seconds, progress,
+                   desc="pruning layers")
+    return {"matrices": matrices, "seconds": dict(seconds), "tokens": int(windows.numel())}

@@ -176,12 +176,16 @@ def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: li
                 scores = saliency_scores(saliency, W1[g].T, U1.diagonal()[g], H_diag[b0:b1][g])
                 mask1[g] = _nm_mask(scores, prune_n, prune_m).T
             w = W1[j]
-            q = w.masked_fill(mask1[j], 0.0)
+            if grid is None:  # q = w with the masked weights zeroed, so w - q = w·mask
+                torch.mul(w, mask1[j], out=Err1[j])
+            else:
+                q = quantize(w.masked_fill(mask1[j], 0.0).unsqueeze(1), *grid, wbits).squeeze(1)
+                torch.sub(w, q, out=Err1[j])
+            Err1[j].div_(U1[j, j])
+            W1[j:].addr_(U1[j, j:], Err1[j], alpha=-1.0)  # the OBS update; turns w_j into q_j
             if grid is not None:
-                q = quantize(q.unsqueeze(1), *grid, wbits).squeeze(1)
-            torch.sub(w, q, out=Err1[j]).div_(U1[j, j])
-            W1[j:].addr_(U1[j, j:], Err1[j], alpha=-1.0)  # the OBS update of this column's error
-            W1[j] = q  # exactly q (the update leaves it equal only up to rounding)
+                W1[j] = q  # exactly on the grid, not just up to rounding
+        W1.masked_fill_(mask1, 0.0)  # and the pruned weights exactly 0
         W[:, b0:b1] = W1.T
         W[:, b1:] -= Err1.T @ U[b0:b1, b1:]
     return [part.to(src.dtype) for part, src in zip(W.split(sizes), Ws)]

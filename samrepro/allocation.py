@@ -1,0 +1,119 @@
+"""Per-matrix sparsities from sensitivities (METHOD.md §4, the paper's Algorithm 1).
+
+`allocate(sensitivity, sizes, sparsity, alpha, method)` maps each prunable matrix name to its
+sparsity. Methods:
+
+- `uniform`: p everywhere (SparseGPT).
+- `paper`: Algorithm 1 as printed. Matrices ranked by sensitivity (rank 0 = least sensitive)
+  get the *density* L + rank·(R − L)/(N − 1), L = 1 − p − α, R = 1 − p + α; the sparsity is
+  1 − density, so the most sensitive matrix gets p − α and the least p + α. The ranking
+  ignores matrix sizes, so the parameter-weighted overall sparsity is not p in general.
+- `exact`: the `paper` values shifted by one constant and clipped to [p − α, p + α], the shift
+  chosen so that the parameter-weighted overall sparsity is p (to 1e-6).
+- `layer`: Algorithm 1 over decoder layers (layer sensitivity = sum of its matrices'), every
+  matrix of a layer alike.
+- `owl`: OWL (Yin et al. 2023). `sensitivity` holds each matrix's count of outliers (weights
+  whose |W|·‖X‖ exceeds M = 5 times its layer's mean, see sensitivity.owl_outliers); a layer's
+  outlier ratio D is its outliers over its weights, and the layer density is
+  (D − min D)/(max D − min D)·2λ, shifted to mean 1 − p. `alpha` is OWL's λ (0.08 in OWL).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import UserError, check_sparsity
+
+ALLOCATIONS = ("uniform", "paper", "exact", "layer", "owl")
+
+
+def layer_of(name: str) -> str:
+    """'model.layers.3.mlp.down_proj' → 'model.layers.3' (the decoder layer holding a matrix)."""
+    match = re.match(r"^(.*?\.\d+)\.", name)
+    if not match:
+        raise UserError(f"cannot tell the decoder layer of matrix {name!r}")
+    return match.group(1)
+
+
+def overall_sparsity(sparsities: dict[str, float], sizes: dict[str, int]) -> float:
+    """Parameter-weighted sparsity: the fraction of all prunable weights that are pruned."""
+    return sum(sparsities[k] * sizes[k] for k in sizes) / sum(sizes.values())
+
+
+def _check(sensitivity, sizes, sparsity, alpha, method):
+    if method not in ALLOCATIONS:
+        raise UserError(f"unknown allocation {method!r}: choose from {', '.join(ALLOCATIONS)}")
+    p = check_sparsity(sparsity)
+    if method == "uniform":
+        return p
+    if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha < 0:
+        raise UserError(f"alpha must be a number ≥ 0, got {alpha!r}")
+    if p - alpha < 0 or p + alpha >= 1:
+        raise UserError(f"alpha={alpha} is too wide for sparsity {p}: the range "
+                        f"[{p - alpha:.3g}, {p + alpha:.3g}] must lie in [0, 1); use alpha ≤ "
+                        f"{min(p, 1 - p):.3g}")
+    missing = [name for name in sizes if name not in sensitivity]
+    if missing:
+        raise UserError(f"no sensitivity for {len(missing)} prunable matrices (e.g. {missing[0]}): "
+                        "estimate them for this model (samrepro sensitivity) before allocating")
+    for name in sizes:
+        value = sensitivity[name]
+        if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+            raise UserError(f"sensitivity of {name} is {value!r}: it must be a finite number ≥ 0 "
+                            "(a negative or NaN trace estimate needs more probes or samples)")
+    return p
+
+
+def _linear_in_rank(scores: dict[str, float], p: float, alpha: float) -> dict[str, float]:
+    """Algorithm 1: density L + rank·(R−L)/(N−1), returned as sparsity = 1 − density."""
+    order = sorted(scores, key=lambda name: scores[name])  # rank 0 = least sensitive
+    n = len(order)
+    low, high = 1 - p - alpha, 1 - p + alpha
+    step = (high - low) / (n - 1) if n > 1 else 0.0
+    density = {name: (low + rank * step if n > 1 else 1 - p) for rank, name in enumerate(order)}
+    return {name: 1 - density[name] for name in scores}
+
+
+def _shift_to_exact(base: dict[str, float], sizes: dict[str, int], p: float, alpha: float):
+    lo, hi = p - alpha, p + alpha
+
+    def shifted(c):
+        return {k: min(hi, max(lo, base[k] + c)) for k in sizes}
+
+    a, b = -2 * alpha - 1e-12, 2 * alpha + 1e-12  # overall(a) ≤ p ≤ overall(b)
+    for _ in range(200):  # bisection on the monotone overall sparsity
+        mid = (a + b) / 2
+        if overall_sparsity(shifted(mid), sizes) < p:
+            a = mid
+        else:
+            b = mid
+    return shifted((a + b) / 2)
+
+
+def allocate(sensitivity: dict[str, float], sizes: dict[str, int], sparsity: float,
+             alpha: float, method: str) -> dict[str, float]:
+    """Sparsity of every matrix in `sizes` (name → parameter count), METHOD.md §4."""
+    p = _check(sensitivity, sizes, sparsity, alpha, method)
+    if method == "uniform":
+        return {name: p for name in sizes}
+    scores = {name: float(sensitivity[name]) for name in sizes}
+    if method == "paper":
+        return _linear_in_rank(scores, p, alpha)
+    if method == "exact":
+        return _shift_to_exact(_linear_in_rank(scores, p, alpha), sizes, p, alpha)
+    layers: dict[str, list[str]] = {}
+    for name in sizes:
+        layers.setdefault(layer_of(name), []).append(name)
+    if method == "layer":
+        per_layer = _linear_in_rank({layer: sum(scores[n] for n in names)
+                                     for layer, names in layers.items()}, p, alpha)
+    else:  # owl
+        ratio = {layer: sum(scores[n] for n in names) / sum(sizes[n] for n in names)
+                 for layer, names in layers.items()}
+        low, high = min(ratio.values()), max(ratio.values())
+        spread = (high - low) or 1.0
+        density = {layer: (r - low) / spread * 2 * alpha for layer, r in ratio.items()}
+        mean = sum(density.values()) / len(density)
+        per_layer = {layer: 1 - (d - mean + 1 - p) for layer, d in density.items()}
+    return {name: per_layer[layer_of(name)] for name in sizes}

@@ -1,0 +1,99 @@
+"""Sensitivity estimators against exact Hessians and direct gradients (METHOD.md §3)."""
+
+import pytest
+import torch
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from samrepro.errors import UserError
+from samrepro.models import prunable_linears, tiny_model
+from samrepro.sensitivity import fisher, hutchinson, layer_sensitivity, owl_outliers
+
+NAME = "model.layers.0.self_attn.v_proj"  # a clearly non-zero trace at this init
+
+
+def tiny():
+    return tiny_model("llama", vocab_size=32, num_layers=1, hidden=16, seed=0).double()
+
+
+def ids(n=1, seqlen=12, seed=0):
+    return torch.randint(0, 32, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def exact_average_trace(model, window, name):
+    weight = model.get_submodule(name).weight.detach()
+
+    def loss(w):
+        out = functional_call(model, {f"{name}.weight": w}, args=(),
+                              kwargs={"input_ids": window, "labels": window})
+        return out.loss
+
+    with sdpa_kernel(SDPBackend.MATH):
+        H = torch.autograd.functional.hessian(loss, weight)
+    n = weight.numel()
+    return float(H.reshape(n, n).diagonal().sum()) / n
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_hutchinson_is_within_three_standard_errors_of_the_exact_trace(distribution):
+    model, window = tiny(), ids()
+    exact = exact_average_trace(model, window, NAME)
+    est = hutchinson(model, window, rel_tol=0.0, max_probes=400, distribution=distribution,
+                     progress=False)["matrices"][NAME]
+    assert abs(est["trace"] - exact) < 3 * est["stderr"]
+    assert est["stderr"] < 0.5 * abs(exact)  # and the estimate is informative
+
+
+def test_hutchinson_standard_error_shrinks_like_one_over_sqrt_probes():
+    model, window = tiny(), ids()
+    few = hutchinson(model, window, rel_tol=0.0, max_probes=50, progress=False, seed=1)
+    many = hutchinson(model, window, rel_tol=0.0, max_probes=800, progress=False, seed=1)
+    ratios = [few["matrices"][k]["stderr"] / many["matrices"][k]["stderr"] for k in few["matrices"]]
+    median = sorted(ratios)[len(ratios) // 2]
+    assert 4 * 0.75 < median < 4 * 1.25  # √(800/50) = 4
+
+
+def test_hutchinson_stops_on_tolerance_and_bad_options_are_refused():
+    model, window = tiny(), ids()
+    result = hutchinson(model, window, rel_tol=10.0, min_probes=5, max_probes=100, progress=False)
+    assert result["probes"] == 5 and result["rel_stderr_q90"] <= 10.0
+    with pytest.raises(UserError, match="distribution"):
+        hutchinson(model, window, distribution="uniform", progress=False)
+    assert all(p.requires_grad for p in model.parameters())  # the model is left as it was
+
+
+def test_fisher_is_the_mean_of_squared_per_window_gradients():
+    model, windows = tiny(), ids(n=3)
+    got = fisher(model, windows, progress=False)["matrices"]
+    for name, linear in prunable_linears(model).items():
+        per_window = []
+        for w in windows:
+            model.zero_grad()
+            model(input_ids=w[None], labels=w[None]).loss.backward()
+            per_window.append(float(linear.weight.grad.square().mean()))
+        assert got[name]["trace"] == pytest.approx(sum(per_window) / 3, rel=1e-6)
+
+
+def test_owl_outliers_count_weights_above_m_times_the_layer_mean():
+    model, windows = tiny_model("llama", vocab_size=32, num_layers=2, seed=1), ids(n=2, seqlen=16)
+    linears = prunable_linears(model)
+    norms = {}
+    hooks = [linear.register_forward_hook(lambda m, i, o, n=name: norms.__setitem__(
+        n, i[0].reshape(-1, i[0].shape[-1]).norm(dim=0))) for name, linear in linears.items()]
+    with torch.no_grad():
+        model(input_ids=windows)  # one batch holds every token: ‖X_j‖ over all of them
+    for h in hooks:
+        h.remove()
+    got = owl_outliers(model, windows, m=2.0, progress=False)
+    for layer in ("model.layers.0", "model.layers.1"):
+        names = [n for n in linears if n.startswith(layer + ".")]
+        scores = {n: linears[n].weight.abs() * norms[n] for n in names}
+        mean = torch.cat([s.flatten() for s in scores.values()]).mean()
+        for n in names:
+            assert got[n] == float((scores[n] > 2.0 * mean).sum())
+    assert sum(got.values()) > 0
+
+
+def test_layer_sensitivity_sums_each_layers_matrices():
+    got = layer_sensitivity({"m.layers.0.a": 1.0, "m.layers.0.b": 2.0, "m.layers.1.a": 0.5})
+    assert got == {"m.layers.0": 3.0, "m.layers.1": 0.5}
