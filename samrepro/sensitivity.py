@@ -87,8 +87,9 @@ def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
     """
     if distribution not in ("gaussian", "rademacher"):
         raise UserError(f"unknown probe distribution {distribution!r}: gaussian or rademacher")
-    if not 1 <= min_probes <= max_probes:
-        raise UserError(f"need 1 ≤ min_probes ≤ max_probes, got {min_probes}, {max_probes}")
+    if min_probes < 1 or max_probes < 2:
+        raise UserError(f"need min_probes ≥ 1 and max_probes ≥ 2, got {min_probes}, {max_probes}")
+    min_probes = min(min_probes, max_probes)
     names = list(prunable_linears(model))
     batches = windows.split(batch_size)
     generator = torch.Generator().manual_seed(seed)

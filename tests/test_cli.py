@@ -74,3 +74,56 @@ def test_argparse_rejects_unknown_saliency_and_dataset(capsys):
             main(["prune", *TINY, "--sparsity", "0.5", *args])
         assert exit_info.value.code == 2
         assert "Traceback" not in capsys.readouterr().err
+
+
+def _sensitivity_file(tmp_path, value=lambda k: 1.0 + k):
+    from samrepro.models import load_model, prunable_linears
+
+    model, _ = load_model("tiny-llama")
+    names = list(prunable_linears(model))
+    path = tmp_path / "sens.json"
+    path.write_text(json.dumps({"matrices": {n: {"trace": value(k)} for k, n in enumerate(names)}}))
+    return path, names
+
+
+def test_exact_allocation_from_a_sensitivity_file(tmp_path, data_dir):
+    sens, names = _sensitivity_file(tmp_path)
+    out = tmp_path / "exact.json"
+    assert main(["prune", *TINY, "--sparsity", "0.5", "--allocation", "exact", "--sensitivity",
+                 str(sens), "--eval", "ptb", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    targets = [result["sparsities"][n] for n in names]  # sensitivity grows with the index
+    assert targets[0] > targets[-1] and max(targets) <= 0.6 + 1e-9 and min(targets) >= 0.4 - 1e-9
+    assert result["achieved_sparsity"] == pytest.approx(0.5, abs=2e-3)
+    for name, info in result["matrices"].items():
+        assert info["zeros"] / info["numel"] == pytest.approx(info["target"], abs=2e-3)
+
+
+def test_sensitivity_command_writes_estimates_with_errors(tmp_path, data_dir):
+    out = tmp_path / "s.json"
+    args = [a for a in TINY if a not in ("--eval-windows", "2")]
+    assert main(["sensitivity", *args, "--probes", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["probes"] == 4 and len(result["matrices"]) == 14
+    assert all("stderr" in m for m in result["matrices"].values())
+    assert set(result["layers"]) == {"model.layers.0", "model.layers.1"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--allocation", "exact", "--alpha", "0.7"], "too wide"),
+    (["--allocation", "paper", "--nm", "2:4"], "cannot be combined"),
+])
+def test_bad_allocation_input(tmp_path, capsys, data_dir, extra, message):
+    sens, _ = _sensitivity_file(tmp_path)
+    args = ["prune", *TINY, "--eval", "ptb", "--sensitivity", str(sens), *extra]
+    if "--nm" not in extra:
+        args += ["--sparsity", "0.5"]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_negative_sensitivity_is_refused(tmp_path, capsys, data_dir):
+    sens, _ = _sensitivity_file(tmp_path, value=lambda k: k - 3.0)
+    assert main(["prune", *TINY, "--sparsity", "0.5", "--allocation", "paper", "--sensitivity",
+                 str(sens), "--eval", "ptb"]) == 2
+    assert "must be a finite number" in capsys.readouterr().err
