@@ -7,27 +7,19 @@ nothing written; results are written atomically.
 from __future__ import annotations
 
 import argparse
-import platform
-import resource
+import json
 import sys
-import time
-from importlib import metadata
 from pathlib import Path
 
-import torch
-
 from . import __version__
-from .allocation import ALLOCATIONS, allocate, overall_sparsity
-from .data import DATASETS, calibration_windows, eval_stream
+from .allocation import ALLOCATIONS
+from .data import DATASETS, calibration_windows
 from .errors import UserError, check_sparsity
-from .evaluate import perplexity
-from .experiments import estimate_sensitivity, traces
-from .files import save_model, write_json
-from .models import count_zeros, load_model, prunable_linears
-from .pipeline import prune_model
+from .experiments import (DTYPES, RunConfig, default_device, load, prune_and_evaluate,
+                          sensitivity_for, traces, versions)
+from .files import write_json
 from .sensitivity import ESTIMATORS, layer_sensitivity
 from .solver import SALIENCIES, check_args
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _nm(text: str) -> tuple[int, int]:
@@ -111,16 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _versions() -> dict:
-    found = {"python": platform.python_version()}
-    for package in ("samrepro", "torch", "transformers", "datasets"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
 def _check_common_args(args) -> None:
     for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen),
                         ("--batch-size", args.batch_size)):
@@ -130,36 +112,17 @@ def _check_common_args(args) -> None:
         raise UserError(f"--probes must be at least 2 (for a standard error), got {args.probes}")
 
 
-def _setup(args):
-    """Device, dtype, model and tokenizer, and the calibration windows, for any command."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[args.dtype] if args.dtype else (
-        torch.float32 if device.type == "cpu" else torch.float16)
-    model, tokenizer = load_model(args.model, dtype, args.trust_remote_code, args.num_layers,
-                                  seed=args.seed)
-    context = getattr(model.config, "max_position_embeddings", None)
-    if context and args.seqlen > context:
-        raise UserError(f"--seqlen {args.seqlen} exceeds the model's context of {context} tokens")
-    return device, model, tokenizer
-
-
-def _sensitivity(args, model, windows, corpus, estimator: str, device) -> dict:
-    key = {"model": args.model, "num_layers": args.num_layers, "dtype": str(model.dtype),
-           "calibration": corpus.source, "nsamples": args.nsamples, "seqlen": args.seqlen,
-           "seed": args.seed}
-    model.to(device)
-    try:
-        return estimate_sensitivity(model, windows, estimator, key, rel_tol=args.rel_tol,
-                                    max_probes=args.probes, distribution=args.distribution,
-                                    seed=args.seed, progress=not args.quiet)
-    finally:
-        if device.type != "cpu":
-            model.to("cpu")  # the pruning pass moves one layer at a time
+def _config(args, **overrides) -> RunConfig:
+    """The RunConfig that the command line describes."""
+    fields = set(RunConfig.__dataclass_fields__) - {"extra"}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values.update(overrides)
+    if "eval" in values:
+        values["eval"] = tuple(values["eval"])
+    return RunConfig(**values)
 
 
 def _read_sensitivity(path: str) -> dict[str, float]:
-    import json
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return traces(data)
@@ -198,57 +161,12 @@ def _check_prune_args(args) -> tuple[float, int, int]:
 
 def run_prune(args) -> dict:
     sparsity, prune_n, prune_m = _check_prune_args(args)
-    started = time.perf_counter()
-    device, model, tokenizer = _setup(args)
-    dense_zeros, total = count_zeros(model)
-    sizes = {name: linear.weight.numel() for name, linear in prunable_linears(model).items()}
-    result = {
-        "config": {k: v for k, v in vars(args).items() if k not in ("command", "quiet")},
-        "dense_zeros": dense_zeros,
-        "prunable_parameters": total,
-        "device": str(device),
-        "versions": _versions(),
-    }
-    result["config"]["nm"] = f"{prune_n}:{prune_m}" if prune_n else None
-    result["config"]["sparsity"] = sparsity
-    needs_data = sparsity > 0 or args.wbits < 16
-    if needs_data:
-        windows, corpus = calibration_windows(args.calib, tokenizer, args.nsamples, args.seqlen,
-                                              args.seed, args.data_dir)
-        result["calibration_source"] = corpus.source
-    if args.allocation == "uniform" or not needs_data:
-        sensitivity = {}
-    elif args.sensitivity:
-        sensitivity = _read_sensitivity(args.sensitivity)
-    else:
-        estimator = "owl" if args.allocation == "owl" else args.estimator
-        sensitivity = traces(_sensitivity(args, model, windows, corpus, estimator, device))
-    sparsities = allocate(sensitivity, sizes, sparsity, args.alpha, args.allocation)
-    result["sparsities"] = sparsities
-    result["planned_sparsity"] = overall_sparsity(sparsities, sizes)
-
-    if needs_data:
-        report = prune_model(model, windows, sparsities, args.saliency, prune_n, prune_m,
-                             args.wbits, device=device, batch_size=args.batch_size,
-                             progress=not args.quiet)
-        result["pruning_seconds"] = report["seconds"]
-        result["matrices"] = report["matrices"]
-    zeros, _ = count_zeros(model)
-    result["achieved_sparsity"] = zeros / total
-    if args.save:  # before the evaluation: the pruned model is kept even if that fails
-        save_model(model, tokenizer, args.save)
-        result["saved_to"] = args.save
-
-    model.to(device)
-    result["perplexity"] = {}
-    for name in args.eval:
-        ids, corpus = eval_stream(name, tokenizer, args.seqlen, args.data_dir)
-        ppl = perplexity(model, ids, args.seqlen, args.eval_windows, progress=not args.quiet,
-                         desc=f"perplexity {name}")
-        result["perplexity"][name] = {**ppl, "source": corpus.source}
-    result["wall_seconds"] = time.perf_counter() - started
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+    config = _config(args, sparsity=sparsity, nm=(prune_n, prune_m) if prune_n else None)
+    sensitivity = _read_sensitivity(args.sensitivity) if args.sensitivity else None
+    result = prune_and_evaluate(config, args.data_dir, args.device, not args.quiet,
+                                sensitivity=sensitivity, save=args.save)
+    if args.sensitivity:
+        result["sensitivity_file"] = args.sensitivity
     if args.json:
         write_json(args.json, result)
     return result
@@ -256,13 +174,15 @@ def run_prune(args) -> dict:
 
 def run_sensitivity(args) -> dict:
     _check_common_args(args)
-    device, model, tokenizer = _setup(args)
+    config = _config(args, sparsity=0.0)
+    device = default_device(args.device)
+    model, tokenizer = load(config, device)
     windows, corpus = calibration_windows(args.calib, tokenizer, args.nsamples, args.seqlen,
                                           args.seed, args.data_dir)
-    estimate = _sensitivity(args, model, windows, corpus, args.estimator, device)
-    result = {"config": {k: v for k, v in vars(args).items() if k not in ("command", "quiet")},
-              "calibration_source": corpus.source, "versions": _versions(), **estimate,
-              "layers": layer_sensitivity(traces(estimate))}
+    estimate = sensitivity_for(config, model, windows, corpus, args.estimator, device,
+                               not args.quiet)
+    result = {"config": config.key(), "calibration_source": corpus.source,
+              "versions": versions(), **estimate, "layers": layer_sensitivity(traces(estimate))}
     if args.json:
         write_json(args.json, result)
     return result

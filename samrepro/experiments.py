@@ -1,11 +1,94 @@
-"""High-level steps that notebooks and the CLI share, with their results cached on disk."""
+"""Runs: a config (model, method, sizes, seed) → metrics, cached by the config's hash.
+
+The CLI and the notebooks go through `prune_and_evaluate` (one run) and `run` (the same,
+cached on disk so that a re-run or an interrupted notebook picks up where it stopped).
+"""
 
 from __future__ import annotations
 
-from .cache import cached
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+
+import torch
+
+from .allocation import allocate, overall_sparsity
+from .cache import cached, digest
+from .data import calibration_windows, eval_stream
 from .errors import UserError
-from .pipeline import layer_hessian_diagonals
+from .evaluate import perplexity
+from .files import save_model
+from .models import count_zeros, load_model, prunable_linears
+from .pipeline import layer_hessian_diagonals, prune_model
 from .sensitivity import ESTIMATORS, fisher, hutchinson, owl_outliers
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers (the device aside)."""
+
+    model: str
+    sparsity: float = 0.5
+    saliency: str = "obs"
+    allocation: str = "uniform"
+    alpha: float | None = None  # None: 0.1, or OWL's λ = 0.08 for `owl`
+    estimator: str = "hutchinson"
+    nm: tuple[int, int] | None = None
+    wbits: int = 16
+    calib: str = "c4"
+    nsamples: int = 128
+    seqlen: int = 2048
+    eval: tuple[str, ...] = ("wikitext2", "ptb", "c4")
+    eval_windows: int | None = None
+    seed: int = 0
+    num_layers: int | None = None
+    dtype: str | None = None  # None: float32 on CPU, float16 on GPU
+    probes: int = 100
+    rel_tol: float = 0.2
+    distribution: str = "gaussian"
+    batch_size: int = 8
+    trust_remote_code: bool = False
+    extra: dict = field(default_factory=dict, compare=False)  # not part of the identity
+
+    @property
+    def resolved_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else (
+            0.08 if self.allocation == "owl" else 0.1)
+
+    def key(self) -> dict:
+        data = asdict(self)
+        data.pop("extra")
+        data.pop("batch_size")  # changes speed, not results (up to float rounding)
+        return data
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for package in ("samrepro", "torch", "transformers", "datasets"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def default_device(device=None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load(config: RunConfig, device: torch.device):
+    dtype = DTYPES[config.dtype] if config.dtype else (
+        torch.float32 if device.type == "cpu" else torch.float16)
+    model, tokenizer = load_model(config.model, dtype, config.trust_remote_code,
+                                  config.num_layers, seed=config.seed)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context and config.seqlen > context:
+        raise UserError(f"seqlen {config.seqlen} exceeds the model's context of {context} tokens")
+    return model, tokenizer
 
 
 def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: float = 0.2,
@@ -44,3 +127,83 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
 def traces(result: dict) -> dict[str, float]:
     """{matrix name: sensitivity value} from an estimate_sensitivity result."""
     return {name: entry["trace"] for name, entry in result["matrices"].items()}
+
+
+def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, device,
+                    progress: bool = True) -> dict:
+    """estimate_sensitivity keyed by the parts of `config` that determine it."""
+    key = {"model": config.model, "num_layers": config.num_layers, "dtype": str(model.dtype),
+           "calibration": corpus.source, "nsamples": config.nsamples,
+           "seqlen": config.seqlen, "seed": config.seed}
+    model.to(device)
+    try:
+        return estimate_sensitivity(model, windows, estimator, key, rel_tol=config.rel_tol,
+                                    max_probes=config.probes, distribution=config.distribution,
+                                    seed=config.seed, progress=progress)
+    finally:
+        if device.type != "cpu":
+            model.to("cpu")  # the pruning pass moves one layer at a time
+
+
+def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: bool = True,
+                       sensitivity: dict[str, float] | None = None, save: str | None = None) -> dict:
+    """One run: load, calibrate, allocate, prune, count zeros, evaluate perplexity.
+
+    `sensitivity` overrides the estimate (e.g. read from a file); `save` writes the pruned
+    checkpoint (before the evaluation, so that it survives an evaluation failure).
+    """
+    started = time.perf_counter()
+    device = default_device(device)
+    prune_n, prune_m = config.nm or (0, 0)
+    model, tokenizer = load(config, device)
+    dense_zeros, total = count_zeros(model)
+    sizes = {name: linear.weight.numel() for name, linear in prunable_linears(model).items()}
+    result = {"config": config.key(), "dense_zeros": dense_zeros, "prunable_parameters": total,
+              "device": str(device), "versions": versions()}
+    needs_data = config.sparsity > 0 or config.wbits < 16
+    if needs_data:
+        windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
+                                              config.seqlen, config.seed, data_dir)
+        result["calibration_source"] = corpus.source
+    if config.allocation == "uniform" or not needs_data:
+        sensitivity = {}
+    elif sensitivity is None:
+        estimator = "owl" if config.allocation == "owl" else config.estimator
+        sensitivity = traces(sensitivity_for(config, model, windows, corpus, estimator, device,
+                                             progress))
+    sparsities = allocate(sensitivity, sizes, config.sparsity, config.resolved_alpha,
+                          config.allocation)
+    result["sparsities"] = sparsities
+    result["planned_sparsity"] = overall_sparsity(sparsities, sizes)
+    if needs_data:
+        report = prune_model(model, windows, sparsities, config.saliency, prune_n, prune_m,
+                             config.wbits, device=device, batch_size=config.batch_size,
+                             progress=progress)
+        result["pruning_seconds"] = report["seconds"]
+        result["matrices"] = report["matrices"]
+    zeros, _ = count_zeros(model)
+    result["achieved_sparsity"] = zeros / total
+    if save:
+        save_model(model, tokenizer, save)
+        result["saved_to"] = str(save)
+
+    model.to(device)
+    result["perplexity"] = {}
+    for name in config.eval:
+        ids, corpus = eval_stream(name, tokenizer, config.seqlen, data_dir)
+        ppl = perplexity(model, ids, config.seqlen, config.eval_windows, progress=progress,
+                         desc=f"perplexity {name}")
+        result["perplexity"][name] = {**ppl, "source": corpus.source}
+    result["wall_seconds"] = time.perf_counter() - started
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run(config: RunConfig, data_dir=None, device=None, progress: bool = True) -> dict:
+    """prune_and_evaluate, cached by the config (and the data folder in force)."""
+    from .data import data_dir as resolve
+
+    folder = resolve(data_dir)
+    key = {**config.key(), "data_dir": str(folder) if folder else "hub"}
+    result = cached("runs", key, lambda: prune_and_evaluate(config, data_dir, device, progress))
+    return {**result, "run_id": digest(key)}

@@ -41,7 +41,7 @@ def test_two_four_sparsity_from_the_cli(tmp_path, data_dir):
     out = tmp_path / "nm.json"
     assert main(["prune", *TINY, "--nm", "2:4", "--eval", "ptb", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["achieved_sparsity"] == 0.5 and result["config"]["nm"] == "2:4"
+    assert result["achieved_sparsity"] == 0.5 and result["config"]["nm"] == [2, 4]
 
 
 @pytest.mark.parametrize("args, message", [
