@@ -73,6 +73,10 @@ def load_corpus(name: str, split: str, folder: str | os.PathLike | None = None) 
 
 # ---- local files ------------------------------------------------------------------------
 
+def _local_source(folder: Path, path: Path) -> str:
+    return f"local:{path.relative_to(folder)}"
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.is_file():
         raise UserError(f"{what} not found: expected the file {path}. Put it there (see "
@@ -87,7 +91,7 @@ def _wikitext2_local(folder: Path, split: str) -> Corpus:
     lines = path.read_text(encoding="utf-8").split("\n")[:-1]
     # The hub's rows: a blank line (" " in the file) is "", any other line is line + "\n".
     rows = [line + "\n" if line.strip() else "" for line in lines]
-    return Corpus("wikitext2", split, rows, f"local:{path}", "\n\n")
+    return Corpus("wikitext2", split, rows, _local_source(folder, path), "\n\n")
 
 
 def _ptb_local(folder: Path, split: str) -> Corpus:
@@ -95,7 +99,7 @@ def _ptb_local(folder: Path, split: str) -> Corpus:
     path = _need(folder / "ptb" / f"ptb.{stem}.txt", f"PTB {split}")
     # The hub loader strips every line; unstripped lines give a wrong (lower) perplexity.
     rows = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return Corpus("ptb", split, rows, f"local:{path}", " ")
+    return Corpus("ptb", split, rows, _local_source(folder, path), " ")
 
 
 def _c4_local(folder: Path, split: str) -> Corpus:
@@ -104,7 +108,8 @@ def _c4_local(folder: Path, split: str) -> Corpus:
     shard = folder / "c4" / Path(C4_SHARDS[split]).name
     for candidate in (shard, shard.with_suffix("")):  # .json.gz or .json
         if candidate.is_file():
-            return Corpus("c4", split, _read_jsonl_texts(candidate), f"local:{candidate}", " ")
+            return Corpus("c4", split, _read_jsonl_texts(candidate),
+                          _local_source(folder, candidate), " ")
     sample = _need(folder / C4_SAMPLE, f"C4 {split} (shard {shard.name} or the sample)")
     docs = _read_jsonl_texts(sample)
     if len(docs) <= C4_EVAL_DOCS:
@@ -112,7 +117,7 @@ def _c4_local(folder: Path, split: str) -> Corpus:
                         f"{C4_EVAL_DOCS} (the first {C4_EVAL_DOCS} evaluate, the rest calibrate)")
     # Disjoint parts of the same sample: evaluation documents never calibrate.
     docs = docs[:C4_EVAL_DOCS] if split == "validation" else docs[C4_EVAL_DOCS:]
-    return Corpus("c4", split, docs, f"local:{sample} (C4 sample)", " ")
+    return Corpus("c4", split, docs, f"{_local_source(folder, sample)} (C4 sample)", " ")
 
 
 def _read_jsonl_texts(path: Path) -> list[str]:

@@ -145,6 +145,17 @@ def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, d
             model.to("cpu")  # the pruning pass moves one layer at a time
 
 
+_STREAMS: dict = {}
+
+
+def _eval_stream(name, tokenizer, seqlen, data_dir):
+    """data.eval_stream, kept in memory: the runs of a notebook share their tokenized streams."""
+    key = (name, tokenizer.name_or_path, len(tokenizer), seqlen, str(data_dir))
+    if key not in _STREAMS:
+        _STREAMS[key] = eval_stream(name, tokenizer, seqlen, data_dir)
+    return _STREAMS[key]
+
+
 def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: bool = True,
                        sensitivity: dict[str, float] | None = None, save: str | None = None) -> dict:
     """One run: load, calibrate, allocate, prune, count zeros, evaluate perplexity.
@@ -190,7 +201,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     model.to(device)
     result["perplexity"] = {}
     for name in config.eval:
-        ids, corpus = eval_stream(name, tokenizer, config.seqlen, data_dir)
+        ids, corpus = _eval_stream(name, tokenizer, config.seqlen, data_dir)
         ppl = perplexity(model, ids, config.seqlen, config.eval_windows, progress=progress,
                          desc=f"perplexity {name}")
         result["perplexity"][name] = {**ppl, "source": corpus.source}

@@ -78,12 +78,13 @@ def _relative_error_quantile(samples: torch.Tensor, q: float = 0.9) -> float:
 
 def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
                min_probes: int = 8, max_probes: int = 200, distribution: str = "gaussian",
-               batch_size: int = 1, seed: int = 0, progress: bool = True) -> dict:
+               batch_size: int = 1, seed: int = 0, progress: bool = True,
+               keep_samples: bool = False) -> dict:
     """Hutchinson estimate of every prunable matrix's average Hessian trace, with errors.
 
     Probe k uses calibration batch k mod (number of batches), so the error covers both the
     probes and the data. Returns {"matrices": {name: {"trace", "stderr"}}, "probes",
-    "rel_stderr_q90", "seconds"}.
+    "rel_stderr_q90", "seconds"} (and "samples", probes × matrices, with keep_samples).
     """
     if distribution not in ("gaussian", "rademacher"):
         raise UserError(f"unknown probe distribution {distribution!r}: gaussian or rademacher")
@@ -117,9 +118,12 @@ def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
                     break
     bar.close()
     samples = torch.stack(rows).double()
-    return {"matrices": _summary(names, samples), "probes": len(rows),
-            "rel_stderr_q90": _relative_error_quantile(samples) if len(rows) > 1 else None,
-            "seconds": time.perf_counter() - started, "distribution": distribution}
+    result = {"matrices": _summary(names, samples), "probes": len(rows),
+              "rel_stderr_q90": _relative_error_quantile(samples) if len(rows) > 1 else None,
+              "seconds": time.perf_counter() - started, "distribution": distribution}
+    if keep_samples:
+        result["samples"] = {name: samples[:, i].tolist() for i, name in enumerate(names)}
+    return result
 
 
 def fisher(model: nn.Module, windows: torch.Tensor, progress: bool = True) -> dict:

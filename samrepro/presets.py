@@ -1,0 +1,53 @@
+"""One code path at three sizes (DESIGN.md): `smoke` (CI, nbval), `embedded` (a 2-core CPU,
+offline, SmolLM2-135M) and `paper` (GPUs with hub access, METHOD.md §6 exactly).
+
+A notebook's parameters cell names the preset (or SAMREPRO_PRESET does) and may override any
+of these values.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import UserError
+
+PRESETS: dict[str, dict] = {
+    "smoke": {
+        # a random tiny OPT, and the embedded model (a LLaMA) cut to 2 layers
+        "models": ["tiny-opt", "embedded@2"],
+        "nsamples": 4, "seqlen": 64, "eval_windows": 2, "batch_size": 4,
+        # random tiny models have Hessian traces of either sign: the (≥ 0) Fisher proxy
+        # exercises the mixed-allocation path here
+        "estimator": "fisher", "probes": 4, "rel_tol": 1.0,
+        "sparsities": [0.5, 0.6], "zero_shot_limit": 8,
+    },
+    "embedded": {
+        "models": ["embedded"],
+        "nsamples": 32, "seqlen": 512, "eval_windows": 20, "batch_size": 8,
+        "estimator": "hutchinson", "probes": 64, "rel_tol": 0.2,
+        "sparsities": [0.5, 0.6, 0.7], "zero_shot_limit": 200,
+    },
+    "paper": {
+        "models": ["huggyllama/llama-7b", "meta-llama/Llama-2-7b-hf", "facebook/opt-1.3b"],
+        "nsamples": 128, "seqlen": 2048, "eval_windows": None, "batch_size": 1,
+        "estimator": "hutchinson", "probes": 200, "rel_tol": 0.1,
+        "sparsities": [0.5, 0.6, 0.7], "zero_shot_limit": None,
+    },
+}
+
+
+def preset(name: str | None = None) -> dict:
+    """The named preset (default: $SAMREPRO_PRESET, else `embedded`), as a fresh dict."""
+    name = name or os.environ.get("SAMREPRO_PRESET") or "embedded"
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
+    return {"preset": name, **{k: list(v) if isinstance(v, list) else v
+                               for k, v in PRESETS[name].items()}}
+
+
+def split_model(spec: str) -> tuple[str, int | None]:
+    """'embedded@2' → ('embedded', 2): a model cut to its first N decoder layers."""
+    name, _, layers = spec.partition("@")
+    if layers and not layers.isdigit():
+        raise UserError(f"model {spec!r}: the part after @ must be a number of layers")
+    return name, int(layers) if layers else None

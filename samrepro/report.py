@@ -1,0 +1,142 @@
+"""Notebook plumbing: a preset plus overrides → run configs; results written beside the paper's.
+
+Every table notebook writes results/<preset>/<name>.{json,csv,md} (figures a .png beside
+them) with its settings, library versions, device and wall time, and a verdict for each of
+the paper's claims it covers (METHOD.md §7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .experiments import RunConfig, default_device, run, versions
+from .files import write_json
+from .presets import preset, split_model
+
+SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
+                "probes", "rel_tol", "sparsities", "zero_shot_limit")
+
+
+def paper_reference() -> dict:
+    """The paper's printed numbers and peer anchors (reference.json from the paper folder)."""
+    return json.loads(resources.files("samrepro").joinpath("paper_reference.json").read_text())
+
+
+def results_dir() -> Path:
+    """$SAMREPRO_RESULTS_DIR, else the checkout's results/ (editable install), else ./results."""
+    if os.environ.get("SAMREPRO_RESULTS_DIR"):
+        return Path(os.environ["SAMREPRO_RESULTS_DIR"])
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout / "results" if (checkout / "pyproject.toml").exists() else Path("results")
+
+
+def check_regression(s: dict, name: str, table, rtol: float = 0.05) -> str:
+    """At the smoke preset, compare `table`'s numbers with tests/regression/<name>.json.
+
+    The test suite runs every notebook at smoke; this is what makes a silent change of the
+    numbers fail it. Set SAMREPRO_UPDATE_REGRESSION=1 to rewrite the stored values.
+    """
+    if s["preset"] != "smoke":
+        return "regression check: only at the smoke preset"
+    path = Path(__file__).resolve().parents[1] / "tests" / "regression" / f"{name}.json"
+    numbers = {f"{i}:{col}": float(v) for i, row in enumerate(table.to_dict(orient="records"))
+               for col, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if os.environ.get("SAMREPRO_UPDATE_REGRESSION") == "1":
+        write_json(path, numbers)
+        return f"regression values written to {path.name}"
+    if not path.exists():
+        raise AssertionError(f"no stored values {path}: run the notebook at the smoke preset "
+                             "with SAMREPRO_UPDATE_REGRESSION=1 once, and commit the file")
+    stored = json.loads(path.read_text())
+    if set(stored) != set(numbers):
+        raise AssertionError(f"{name}: the table's cells changed: {sorted(set(stored) ^ set(numbers))[:5]}")
+    bad = [(k, stored[k], v) for k, v in numbers.items()
+           if not math.isclose(v, stored[k], rel_tol=rtol, abs_tol=1e-6)]
+    if bad:
+        raise AssertionError(f"{name}: {len(bad)} values moved beyond {rtol:.0%}: {bad[:5]}")
+    return f"regression check: {len(numbers)} values within {rtol:.0%} of the stored ones"
+
+
+def settings(preset_name: str | None = None, **overrides) -> dict:
+    """The preset's values with every override that is not None applied."""
+    values = preset(preset_name)
+    unknown = set(overrides) - set(SETTING_KEYS) - {"device", "data_dir", "output_dir"}
+    if unknown:
+        raise ValueError(f"unknown settings: {sorted(unknown)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.setdefault("device", None)
+    values.setdefault("data_dir", None)
+    values["output_dir"] = values.get("output_dir") or results_dir()
+    values["started"] = time.time()
+    return values
+
+
+def config(s: dict, model_spec: str, **fields) -> RunConfig:
+    """A RunConfig for one model of the settings `s`, with per-run fields (sparsity, …)."""
+    name, layers = split_model(model_spec)
+    return RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],
+                     eval_windows=s["eval_windows"], estimator=s["estimator"],
+                     probes=s["probes"], rel_tol=s["rel_tol"], batch_size=s["batch_size"],
+                     **fields)
+
+
+def run_all(s: dict, configs: list[RunConfig], desc: str = "runs") -> list[dict]:
+    """Run (or read from the cache) every config, with a progress bar over them."""
+    results = []
+    for cfg in tqdm(configs, desc=desc):
+        results.append(run(cfg, s["data_dir"], s["device"], progress=False))
+    return results
+
+
+def verdict(claim: str, statement: str, comparisons: list[tuple[bool, str]]) -> dict:
+    """'holds' if every comparison favours the paper, 'does not hold' if none, else 'partly'."""
+    wins = sum(ok for ok, _ in comparisons)
+    if not comparisons:
+        outcome = "not tested"
+    elif wins == len(comparisons):
+        outcome = "holds"
+    elif wins == 0:
+        outcome = "does not hold"
+    else:
+        outcome = f"partly ({wins} of {len(comparisons)})"
+    return {"claim": claim, "statement": statement, "verdict": outcome,
+            "evidence": [detail for _, detail in comparisons]}
+
+
+def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes: str = "",
+          extra: dict | None = None) -> Path:
+    """results/<preset>/<name>.{json,csv,md}: our table, the paper's, the claims, provenance."""
+    folder = Path(s["output_dir"]) / s["preset"]
+    folder.mkdir(parents=True, exist_ok=True)
+    provenance = {"preset": s["preset"], "settings": {k: s.get(k) for k in SETTING_KEYS},
+                  "versions": versions(), "device": str(default_device(s["device"])),
+                  "wall_seconds": round(time.time() - s["started"], 1)}
+    write_json(folder / f"{name}.json", {
+        **provenance, "rows": table.to_dict(orient="records"), "claims": claims,
+        "paper": None if paper_table is None else paper_table.to_dict(orient="records"),
+        **(extra or {})})
+    tmp = folder / f".{name}.csv.tmp"
+    table.to_csv(tmp, index=False)
+    tmp.replace(folder / f"{name}.csv")
+    lines = [f"# {name} ({s['preset']} preset)", "", notes, "", "## Ours", "",
+             table.to_markdown(index=False, floatfmt=".4g"), ""]
+    if paper_table is not None:
+        lines += ["## The paper", "", paper_table.to_markdown(index=False, floatfmt=".4g"), ""]
+    if claims:
+        lines += ["## The paper's claims", ""]
+        for c in claims:
+            lines.append(f"- **{c['claim']}** {c['statement']}: **{c['verdict']}**")
+            lines += [f"  - {e}" for e in c["evidence"]]
+        lines.append("")
+    lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2), "```", ""]
+    tmp = folder / f".{name}.md.tmp"
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(folder / f"{name}.md")
+    return folder
