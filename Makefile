@@ -1,6 +1,8 @@
-# The two commands of the README, each doing its own set-up in .venv first:
-#   make demo   prune the embedded model (SmolLM2-135M) to 50% and evaluate its perplexity
-#   make test   run the test suite
+# The commands of the README, each doing its own set-up in .venv first:
+#   make table1     run notebooks/table1.ipynb at the embedded preset (SmolLM2-135M, CPU)
+#   make notebooks  run every notebook at the embedded preset into results/embedded/
+#   make demo       prune the embedded model to 50% with the CLI and evaluate its perplexity
+#   make test       run the test suite (unit tests, and every notebook at the smoke preset)
 # CPU installs pin torch to its CPU build (constraints-cpu.txt); GPU users see README.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +11,11 @@ BIN := $(VENV)/bin
 SAMREPRO_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 export SAMREPRO_DATA_DIR
 
-.PHONY: setup demo test
+NOTEBOOKS := table1 table2 table4 figure1 figure2 figure3 walkthrough
+PRESET ?= embedded
+RUN_IN_VENV := PATH="$(abspath $(BIN)):$$PATH"
+
+.PHONY: setup demo test notebooks $(NOTEBOOKS)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
@@ -25,4 +31,11 @@ demo: setup
 		--json out/prune-embedded-50.json
 
 test: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+	$(RUN_IN_VENV) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+
+$(NOTEBOOKS): setup
+	mkdir -p results/$(PRESET)
+	$(RUN_IN_VENV) $(BIN)/papermill --cwd notebooks notebooks/$@.ipynb \
+		results/$(PRESET)/$@.ipynb -p preset $(PRESET)
+
+notebooks: $(NOTEBOOKS)

@@ -167,21 +167,26 @@ def matrix_table(estimates: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figure1_claim(layers: pd.DataFrame, model: str) -> dict:
-    median = layers["trace"].median()
-    first, last = layers["trace"].iloc[0], layers["trace"].iloc[-1]
+def figure1_claim(layers_by_model: dict[str, pd.DataFrame]) -> dict:
+    evidence = []
+    for model, layers in layers_by_model.items():
+        median = layers["trace"].median()
+        first, last = layers["trace"].iloc[0], layers["trace"].iloc[-1]
+        evidence += [(first > median, f"{model}: first layer {first:.3g} vs median {median:.3g}"),
+                     (last > median, f"{model}: last layer {last:.3g} vs median {median:.3g}")]
     return verdict("C5", "layer sensitivity is U-shaped (first and last layers most sensitive)",
-                   [(first > median, f"{model}: first layer {first:.3g} vs median {median:.3g}"),
-                    (last > median, f"{model}: last layer {last:.3g} vs median {median:.3g}")])
+                   evidence)
 
 
-def figure2_claim(matrices: pd.DataFrame, model: str) -> dict:
-    by_type = matrices.groupby("type")["trace"].mean().sort_values(ascending=False)
-    top2 = list(by_type.index[:2])
-    order = ", ".join(f"{t} {v:.3g}" for t, v in by_type.items())
-    return verdict("C6", "v_proj and down_proj are the most sensitive matrix types",
-                   [(t in top2, f"{model}: {t} among the top two (mean by type: {order})")
-                    for t in ("v_proj", "down_proj")])
+def figure2_claim(matrices_by_model: dict[str, pd.DataFrame]) -> dict:
+    evidence = []
+    for model, matrices in matrices_by_model.items():
+        by_type = matrices.groupby("type")["trace"].mean().sort_values(ascending=False)
+        top2 = list(by_type.index[:2])
+        order = ", ".join(f"{t} {v:.3g}" for t, v in by_type.items())
+        evidence += [(t in top2, f"{model}: {t} among the top two (mean by type: {order})")
+                     for t in ("v_proj", "down_proj")]
+    return verdict("C6", "v_proj and down_proj are the most sensitive matrix types", evidence)
 
 
 def proxy_correlations(matrices: pd.DataFrame) -> dict[str, float]:

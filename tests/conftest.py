@@ -8,10 +8,20 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-_cache = Path(tempfile.gettempdir()) / "samrepro-test-cache"
-os.environ.setdefault("SAMREPRO_CACHE_DIR", str(_cache))
-os.environ.setdefault("HF_HOME", str(_cache / "hf"))
-os.environ.setdefault("MPLCONFIGDIR", str(_cache / "matplotlib"))
+# The embedded checkpoint (made once, ~20 s) is kept across sessions; cached runs and
+# sensitivities are not, so that every session computes what it checks.
+_kept = Path(os.environ.get("SAMREPRO_CACHE_DIR") or Path(tempfile.gettempdir()) / "samrepro-test-cache")
+_session = Path(tempfile.mkdtemp(prefix="samrepro-tests-"))
+os.environ["SAMREPRO_CACHE_DIR"] = str(_kept)
+from samrepro.models import embedded_checkpoint  # noqa: E402
+
+(_session / "smollm2-135m").symlink_to(embedded_checkpoint())
+os.environ["SAMREPRO_CACHE_DIR"] = str(_session)
+os.environ.setdefault("HF_HOME", str(_kept / "hf"))
+os.environ.setdefault("MPLCONFIGDIR", str(_kept / "matplotlib"))
+# nbval runs every notebook at the smoke preset, writing its results outside the checkout
+os.environ["SAMREPRO_PRESET"] = "smoke"
+os.environ["SAMREPRO_RESULTS_DIR"] = str(_session / "results")
 _shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "SAMREPRO_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["SAMREPRO_DATA_DIR"] = str(_shared)
