@@ -19,19 +19,21 @@ PRESETS: dict[str, dict] = {
         # random tiny models have Hessian traces of either sign: the (≥ 0) Fisher proxy
         # exercises the mixed-allocation path here
         "estimator": "fisher", "probes": 4, "rel_tol": 1.0,
-        "sparsities": [0.5, 0.6], "zero_shot_limit": 8,
+        "sparsities": [0.5, 0.6], "figure3_sparsities": [0.5, 0.8], "zero_shot_limit": 8,
     },
     "embedded": {
         "models": ["embedded"],
         "nsamples": 32, "seqlen": 512, "eval_windows": 20, "batch_size": 8,
         "estimator": "hutchinson", "probes": 64, "rel_tol": 0.2,
-        "sparsities": [0.5, 0.6, 0.7], "zero_shot_limit": 200,
+        "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
+        "zero_shot_limit": 200,
     },
     "paper": {
         "models": ["huggyllama/llama-7b", "meta-llama/Llama-2-7b-hf", "facebook/opt-1.3b"],
         "nsamples": 128, "seqlen": 2048, "eval_windows": None, "batch_size": 1,
         "estimator": "hutchinson", "probes": 200, "rel_tol": 0.1,
-        "sparsities": [0.5, 0.6, 0.7], "zero_shot_limit": None,
+        "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
+        "zero_shot_limit": None,
     },
 }
 

@@ -21,7 +21,7 @@ from .files import write_json
 from .presets import preset, split_model
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
-                "probes", "rel_tol", "sparsities", "zero_shot_limit")
+                "probes", "rel_tol", "sparsities", "figure3_sparsities", "zero_shot_limit")
 
 
 def paper_reference() -> dict:

@@ -105,8 +105,9 @@ def table4(s: dict):
     return df, claims, _paper("table4")
 
 
-def figure3(s: dict, sparsities=(0.5, 0.6, 0.7, 0.8)):
+def figure3(s: dict):
     """PTB perplexity against sparsity, per method (paper: 50% → 80%)."""
+    sparsities = s["figure3_sparsities"]
     methods = {"magnitude": dict(saliency="magnitude"), "sparsegpt": dict(saliency="obs"),
                "ours": dict(saliency="isc", allocation="paper")}
     runs = [(m, name, p) for m in s["models"] for name in methods for p in sparsities]
