@@ -25,7 +25,7 @@ def digest(key: dict) -> str:
 
 def cached(kind: str, key: dict, compute: Callable[[], dict]) -> dict:
     """compute() once per key; later calls with an equal key read the stored value."""
-    key = {**key, "format": FORMAT}
+    key = json.loads(json.dumps({**key, "format": FORMAT}))  # as stored: tuples become lists
     path = cache_dir() / kind / f"{digest(key)}.json"
     if path.exists():
         try:

@@ -195,3 +195,29 @@ def proxy_correlations(matrices: pd.DataFrame) -> dict[str, float]:
     main = dict(zip(matrices["matrix"], matrices["trace"]))
     return {proxy: spearman(dict(zip(matrices["matrix"], matrices[proxy])), main)
             for proxy in ("fisher", "xxt") if proxy in matrices}
+
+
+def allocations(s: dict):
+    """Every allocation × saliency at every sparsity of the preset (issue 3's study): the
+    planned and achieved sparsity of each, and its perplexities."""
+    from .allocation import ALLOCATIONS
+
+    runs = [(m, p, a, sal) for m in s["models"] for p in s["sparsities"]
+            for a in ALLOCATIONS for sal in ("obs", "isc")]
+    results = run_all(s, [config(s, m, sparsity=p, allocation=a, saliency=sal)
+                          for m, p, a, sal in runs], desc="allocations")
+    df = pd.DataFrame([{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal),
+                        "planned_sparsity": round(r["planned_sparsity"], 4)}
+                       for (m, p, a, sal), r in zip(runs, results)])
+    claims = []
+    for mixed in ("paper", "exact", "layer", "owl"):
+        evidence = []
+        for m in s["models"]:
+            for p in s["sparsities"]:
+                part = df[(df.model == m) & (df.sparsity == p)]
+                for sal in ("obs", "isc"):
+                    evidence += _better(part, m, {"allocation": mixed, "saliency": sal},
+                                        {"allocation": "uniform", "saliency": sal},
+                                        f"{p:.0%} {mixed} vs uniform ({sal})")
+        claims.append(verdict("C2", f"`{mixed}` allocation beats uniform", evidence))
+    return df, claims

@@ -40,3 +40,21 @@ def test_regression_check_fails_when_numbers_move(tmp_path, monkeypatch):
 def test_paper_reference_is_packaged():
     ref = report.paper_reference()
     assert ref["paper"]["table1"]["rows"][0]["wikitext2"] == 7.79
+
+
+def test_cache_reads_back_what_it_wrote_and_recomputes_foreign_entries(tmp_path, monkeypatch):
+    from samrepro import cache
+
+    monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path))
+    calls = []
+    compute = lambda: calls.append(1) or {"value": len(calls)}  # noqa: E731
+    key = {"model": "m", "eval": ("ptb", "c4"), "nm": None}  # tuples, as RunConfig has
+    assert cache.cached("runs", key, compute) == {"value": 1}
+    assert cache.cached("runs", key, compute) == {"value": 1} and len(calls) == 1
+    (entry,) = (tmp_path / "runs").iterdir()
+    entry.write_text('{"key": {"model": "other"}, "value": {"value": 99}}')  # a foreign entry
+    with pytest.warns(UserWarning, match="foreign"):
+        assert cache.cached("runs", key, compute) == {"value": 2}
+    entry.write_text("{truncated")
+    with pytest.warns(UserWarning, match="damaged"):
+        assert cache.cached("runs", key, compute) == {"value": 3}
