@@ -23,8 +23,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .allocation import layer_of
 from .errors import UserError
 from .models import prunable_linears
+from .pipeline import layer_hessian_diagonals
 
 ESTIMATORS = ("hutchinson", "fisher", "xxt")
 
@@ -144,9 +146,6 @@ def owl_outliers(model: nn.Module, windows: torch.Tensor, m: float = 5.0,
                  batch_size: int = 8, progress: bool = True) -> dict[str, float]:
     """OWL's outlier counts on the dense model: per matrix, how many weights have
     |W_ij|·‖X_j‖₂ above `m` times the mean of that score over the matrix's decoder layer."""
-    from .allocation import layer_of
-    from .pipeline import layer_hessian_diagonals
-
     diagonals = layer_hessian_diagonals(model, windows, batch_size, progress)
     linears = prunable_linears(model)
     scores = {name: linear.weight.abs().float() * diagonals[name].sqrt()  # ‖X_j‖ ∝ sqrt(H_jj)
@@ -162,8 +161,6 @@ def owl_outliers(model: nn.Module, windows: torch.Tensor, m: float = 5.0,
 
 def layer_sensitivity(per_matrix: dict[str, float]) -> dict[str, float]:
     """Layer-level sensitivity: the sum over each decoder layer's matrices (METHOD.md §3)."""
-    from .allocation import layer_of
-
     layers: dict[str, float] = {}
     for name, value in per_matrix.items():
         layers[layer_of(name)] = layers.get(layer_of(name), 0.0) + value
