@@ -124,9 +124,30 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
     return cached("sensitivity", {**key, **settings}, compute)
 
 
+NOISE_FLOOR = 3.0  # standard errors
+
+
 def traces(result: dict) -> dict[str, float]:
-    """{matrix name: sensitivity value} from an estimate_sensitivity result."""
-    return {name: entry["trace"] for name, entry in result["matrices"].items()}
+    """{matrix name: sensitivity value} from an estimate_sensitivity result.
+
+    A Hutchinson estimate below zero but within NOISE_FLOOR standard errors of it is noise
+    around a trace near 0: it counts as 0 (and is listed in result["floored"], so the floor
+    is never silent). One further below zero is kept, and allocation refuses it.
+    """
+    values = {}
+    for name, entry in result["matrices"].items():
+        trace, stderr = entry["trace"], entry.get("stderr")
+        if trace < 0 and stderr is not None and -trace <= NOISE_FLOOR * stderr:
+            trace = 0.0
+        values[name] = trace
+    return values
+
+
+def floored(result: dict) -> list[str]:
+    """The matrices whose negative estimate traces() counts as 0."""
+    return [name for name, entry in result["matrices"].items()
+            if entry["trace"] < 0 and entry.get("stderr") is not None
+            and -entry["trace"] <= NOISE_FLOOR * entry["stderr"]]
 
 
 def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, device,
@@ -180,8 +201,9 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
         sensitivity = {}
     elif sensitivity is None:
         estimator = "owl" if config.allocation == "owl" else config.estimator
-        sensitivity = traces(sensitivity_for(config, model, windows, corpus, estimator, device,
-                                             progress))
+        estimate = sensitivity_for(config, model, windows, corpus, estimator, device, progress)
+        sensitivity = traces(estimate)
+        result["sensitivity_floored_at_zero"] = floored(estimate)
     sparsities = allocate(sensitivity, sizes, config.sparsity, config.resolved_alpha,
                           config.allocation)
     result["sparsities"] = sparsities

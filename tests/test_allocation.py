@@ -80,3 +80,15 @@ def test_bad_input_is_refused_not_clipped(sens, p, alpha, message):
 def test_unknown_method():
     with pytest.raises(UserError, match="unknown allocation"):
         allocate(SENS, SIZES, 0.5, 0.1, "random")
+
+
+def test_negative_estimates_within_noise_count_as_zero_and_are_listed():
+    from samrepro.experiments import floored, traces
+
+    estimate = {"matrices": {"a": {"trace": -1e-6, "stderr": 1e-6},   # noise around 0
+                             "b": {"trace": 2e-5, "stderr": 1e-6},
+                             "c": {"trace": -5e-6, "stderr": 1e-6}}}  # 5 SE below 0: real
+    assert traces(estimate) == {"a": 0.0, "b": 2e-5, "c": -5e-6}
+    assert floored(estimate) == ["a"]
+    with pytest.raises(UserError, match="finite number"):
+        allocate(traces(estimate), {k: 1 for k in "abc"}, 0.5, 0.1, "paper")
