@@ -34,7 +34,8 @@ def cached(kind: str, key: dict, compute: Callable[[], dict]) -> dict:
             entry = None
         if isinstance(entry, dict) and entry.get("key") == key and "value" in entry:
             return entry["value"]
-        warnings.warn(f"ignoring a damaged or foreign cache entry {path}; recomputing")
+        warnings.warn(f"ignoring a damaged or foreign cache entry {path}; recomputing",
+                      stacklevel=2)
     value = compute()
     write_json(path, {"key": key, "value": value})
     return value
