@@ -133,13 +133,13 @@ def _read_sensitivity(path: str) -> dict[str, float]:
 
 def _check_prune_args(args) -> tuple[float, int, int]:
     prune_n, prune_m = args.nm or (0, 0)
-    check_args(0.0, args.saliency, prune_n, prune_m, args.wbits)
-    if args.sparsity is None:
-        if not args.nm:
-            raise UserError("give --sparsity P (e.g. 0.5), or --nm N:M (e.g. 2:4)")
-        args.sparsity = prune_n / prune_m if prune_m else 0.0
-    sparsity = check_sparsity(args.sparsity)
+    if args.sparsity is None and not args.nm:
+        raise UserError("give --sparsity P (e.g. 0.5), or --nm N:M (e.g. 2:4)")
+    # N:M is checked before N/M is used as the sparsity (4:4 must read as a bad N:M)
+    sparsity = 0.0 if args.sparsity is None else check_sparsity(args.sparsity)
     check_args(sparsity, args.saliency, prune_n, prune_m, args.wbits)
+    if args.sparsity is None:
+        sparsity = prune_n / prune_m
     if args.nm and abs(sparsity - prune_n / prune_m) > 1e-9:
         raise UserError(f"--nm {prune_n}:{prune_m} means sparsity {prune_n / prune_m}, "
                         f"but --sparsity is {sparsity}: drop --sparsity or make them agree")

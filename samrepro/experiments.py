@@ -127,27 +127,26 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
 NOISE_FLOOR = 3.0  # standard errors
 
 
+def _noise_below_zero(entry: dict) -> bool:
+    stderr = entry.get("stderr")
+    return entry["trace"] < 0 and stderr is not None and -entry["trace"] <= NOISE_FLOOR * stderr
+
+
 def traces(result: dict) -> dict[str, float]:
     """{matrix name: sensitivity value} from an estimate_sensitivity result.
 
     A Hutchinson estimate below zero but within NOISE_FLOOR standard errors of it is noise
-    around a trace near 0: it counts as 0 (and is listed in result["floored"], so the floor
-    is never silent). One further below zero is kept, and allocation refuses it.
+    around a trace near 0: it counts as 0 (and is listed by floored(), which every run
+    records, so the floor is never silent). One further below zero is kept, and allocation
+    refuses it.
     """
-    values = {}
-    for name, entry in result["matrices"].items():
-        trace, stderr = entry["trace"], entry.get("stderr")
-        if trace < 0 and stderr is not None and -trace <= NOISE_FLOOR * stderr:
-            trace = 0.0
-        values[name] = trace
-    return values
+    return {name: 0.0 if _noise_below_zero(entry) else entry["trace"]
+            for name, entry in result["matrices"].items()}
 
 
 def floored(result: dict) -> list[str]:
     """The matrices whose negative estimate traces() counts as 0."""
-    return [name for name, entry in result["matrices"].items()
-            if entry["trace"] < 0 and entry.get("stderr") is not None
-            and -entry["trace"] <= NOISE_FLOOR * entry["stderr"]]
+    return [name for name, entry in result["matrices"].items() if _noise_below_zero(entry)]
 
 
 def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, device,

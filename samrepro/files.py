@@ -9,20 +9,24 @@ import tempfile
 from pathlib import Path
 
 
-def write_json(path: str | os.PathLike, data) -> Path:
-    """Write `data` as JSON through a temporary file and a rename."""
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """Write `data` as JSON, atomically."""
+    return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_model(model, tokenizer, folder: str | os.PathLike) -> Path:

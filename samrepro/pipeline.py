@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .errors import UserError, check_sparsity
 from .hessian import HessianAccumulator
-from .models import architecture, decoder_layers
+from .models import architecture, decoder_layers, prunable_linears
 from .solver import check_args, prune_weights
 
 
@@ -87,8 +87,6 @@ def capture_layer_inputs(model: nn.Module, windows: torch.Tensor, batch_size: in
 
 
 def _check_sparsities(model: nn.Module, sparsities: dict[str, float]) -> dict[str, nn.Linear]:
-    from .models import prunable_linears
-
     linears = prunable_linears(model)
     missing = [name for name in linears if name not in sparsities]
     unknown = [name for name in sparsities if name not in linears]

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .experiments import RunConfig, default_device, run, versions
-from .files import write_json
+from .files import write_json, write_text
 from .presets import preset, split_model
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
@@ -122,9 +122,7 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
         **provenance, "rows": table.to_dict(orient="records"), "claims": claims,
         "paper": None if paper_table is None else paper_table.to_dict(orient="records"),
         **(extra or {})})
-    tmp = folder / f".{name}.csv.tmp"
-    table.to_csv(tmp, index=False)
-    tmp.replace(folder / f"{name}.csv")
+    write_text(folder / f"{name}.csv", table.to_csv(index=False))
     lines = [f"# {name} ({s['preset']} preset)", "", notes, "", "## Ours", "",
              table.to_markdown(index=False, floatfmt=".4g"), ""]
     if paper_table is not None:
@@ -136,7 +134,5 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
             lines += [f"  - {e}" for e in c["evidence"]]
         lines.append("")
     lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2), "```", ""]
-    tmp = folder / f".{name}.md.tmp"
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(folder / f"{name}.md")
+    write_text(folder / f"{name}.md", "\n".join(lines))
     return folder
