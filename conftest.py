@@ -1,4 +1,5 @@
-"""Test environment: offline, caches outside the repo and the home folder, local data."""
+"""Test environment for tests/ and the nbval notebooks: offline, caches outside the repo and
+the home folder, local data. At the root so that it applies to `pytest notebooks/x.ipynb` too."""
 
 import os
 import tempfile
@@ -22,7 +23,7 @@ os.environ.setdefault("MPLCONFIGDIR", str(_kept / "matplotlib"))
 # nbval runs every notebook at the smoke preset, writing its results outside the checkout
 os.environ["SAMREPRO_PRESET"] = "smoke"
 os.environ["SAMREPRO_RESULTS_DIR"] = str(_session / "results")
-_shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_shared = Path(__file__).resolve().parent.parent / "shared" / "data"
 if "SAMREPRO_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["SAMREPRO_DATA_DIR"] = str(_shared)
 
