@@ -1,4 +1,5 @@
-"""The `samrepro` command line: `samrepro prune …` (see README and DESIGN.md's contract).
+"""The `samrepro` command line: `samrepro prune …`, `samrepro eval …`, `samrepro sensitivity …`
+(see README and DESIGN.md's contract).
 
 User mistakes end in a one-line `samrepro: error: …` on stderr and exit status 2, with
 nothing written; results are written atomically.
@@ -14,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .allocation import ALLOCATIONS
 from .data import DATASETS, calibration_windows
+from .evaluate import SETTINGS, TASK_SOURCES, TASKS
 from .errors import UserError, check_sparsity
 from .experiments import (DTYPES, RunConfig, default_device, load, prune_and_evaluate,
                           sensitivity_for, traces, versions)
@@ -28,6 +30,16 @@ def _nm(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N:M such as 2:4, got {text!r}") from None
     return n, m
+
+
+def _tasks(text: str) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in TASKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown task {unknown[0]!r}; choose from {','.join(TASKS)}" if unknown
+            else f"give at least one of {','.join(TASKS)}")
+    return names
 
 
 def _datasets(text: str) -> list[str]:
@@ -75,6 +87,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prune", help="prune a model in one shot and evaluate its perplexity")
+    _pruning(p)
+    p.add_argument("--eval", type=_datasets, default=list(DATASETS), metavar="D1,D2",
+                   help="datasets to evaluate, comma-separated (empty string: none)")
+    _outputs(p)
+
+    e = sub.add_parser("eval", help="accuracy through lm-evaluation-harness (Table 3) of a "
+                                    "saved model, or of one pruned here first")
+    _pruning(e)
+    e.add_argument("--tasks", type=_tasks, default=list(TASKS), metavar="T1,T2",
+                   help=f"comma-separated, of {','.join(TASKS)}")
+    e.add_argument("--setting", choices=SETTINGS, default="zero-shot",
+                   help="zero-shot: all 0-shot; leaderboard: ARC-c 25, HellaSwag 10 shots "
+                        "(the Open LLM Leaderboard's, which the paper's dense rows equal)")
+    e.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="score only the first N documents of each task (CPU)")
+    e.add_argument("--task-source", choices=TASK_SOURCES, default=None,
+                   help="local: the package's tasks over the data folder; hub: the harness's "
+                        "(default: local when a data folder is in force)")
+    e.add_argument("--eval", type=_datasets, default=[], metavar="D1,D2",
+                   help="also evaluate perplexity on these datasets (default: none)")
+    _outputs(e)
+    e.set_defaults(sparsity=0.0)  # as loaded: a saved pruned model, or the dense one
+
+    s = sub.add_parser("sensitivity", help="estimate every prunable matrix's sensitivity")
+    _common(s)
+    _estimation(s)
+    s.add_argument("--json", default=None, metavar="FILE", help="write the estimates here")
+    return parser
+
+
+def _pruning(p: argparse.ArgumentParser) -> None:
+    """What `prune` and `eval` share: the model, calibration and the pruning method."""
     _common(p)
     p.add_argument("--sparsity", type=float, default=None,
                    help="overall target sparsity in [0, 1); 0 evaluates the dense model")
@@ -89,18 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nm", type=_nm, default=None, metavar="N:M",
                    help="semi-structured N:M sparsity, e.g. 2:4 (implies sparsity N/M)")
     p.add_argument("--wbits", type=int, default=16, help="quantize kept weights to 3 or 4 bits")
-    p.add_argument("--eval", type=_datasets, default=list(DATASETS), metavar="D1,D2",
-                   help="datasets to evaluate, comma-separated (empty string: none)")
+
+
+def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-windows", type=int, default=None, metavar="K",
                    help="evaluate only the first K windows of each stream (CPU presets)")
     p.add_argument("--save", default=None, metavar="DIR", help="write the pruned checkpoint here")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results here")
-
-    s = sub.add_parser("sensitivity", help="estimate every prunable matrix's sensitivity")
-    _common(s)
-    _estimation(s)
-    s.add_argument("--json", default=None, metavar="FILE", help="write the estimates here")
-    return parser
 
 
 def _check_common_args(args) -> None:
@@ -117,8 +156,9 @@ def _config(args, **overrides) -> RunConfig:
     fields = set(RunConfig.__dataclass_fields__) - {"extra"}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values.update(overrides)
-    if "eval" in values:
-        values["eval"] = tuple(values["eval"])
+    for name in ("eval", "tasks"):
+        if name in values:
+            values[name] = tuple(values[name])
     return RunConfig(**values)
 
 
@@ -211,13 +251,17 @@ def _summary(result: dict) -> str:
              f"{result['dense_zeros'] / result['prunable_parameters']:.4f})"]
     for name, ppl in result["perplexity"].items():
         lines.append(f"{name:10s} ppl {ppl['ppl']:.3f}  ({ppl['windows']} windows, {ppl['source']})")
+    for task, score in result.get("accuracy", {}).items():
+        stderr = f" ± {100 * score['stderr']:.1f}" if score["stderr"] is not None else ""
+        lines.append(f"{task:15s} {score['metric']:8s} {100 * score['value']:5.1f}{stderr} %  "
+                     f"({score['shots']}-shot, {score['documents']} documents, {score['source']})")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "prune":
+        if args.command in ("prune", "eval"):
             print(_summary(run_prune(args)))
         elif args.command == "sensitivity":
             print(_sensitivity_summary(run_sensitivity(args)))

@@ -1,4 +1,4 @@
-"""Perplexity by the SparseGPT protocol (METHOD.md §6).
+"""Perplexity by the SparseGPT protocol, and accuracy through lm-evaluation-harness (METHOD.md §6).
 
 The token stream is cut into non-overlapping windows of `seqlen` tokens; each window is
 scored on its own (no context carried over) and ppl = exp(mean NLL per predicted token).
@@ -7,13 +7,16 @@ scored on its own (no context carried over) and ppl = exp(mean NLL per predicted
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import data_dir as resolve_data_dir
 from .errors import UserError
 
 
@@ -40,3 +43,88 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int, max_windows: in
         total_tokens += batch[:, 1:].numel()
     mean = total_nll / total_tokens
     return {"ppl": math.exp(mean), "nll": mean, "windows": windows, "tokens": total_tokens}
+
+
+# ---- zero-shot and leaderboard accuracy through lm-evaluation-harness (METHOD.md §6) ----
+
+TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2", "piqa")
+# Shots per task. The paper's dense rows equal the Open LLM Leaderboard's settings.
+SETTINGS = {
+    "zero-shot": dict.fromkeys(TASKS, 0),
+    "leaderboard": {"arc_challenge": 25, "hellaswag": 10, "truthfulqa_mc2": 0, "piqa": 0},
+}
+# The number each table shows: the leaderboard's metrics, and PIQA's usual accuracy.
+HEADLINE = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "truthfulqa_mc2": "acc",
+            "piqa": "acc"}
+TASK_SOURCES = ("local", "hub")
+LOCAL_TASKS_DIR = Path(__file__).parent / "tasks"
+
+
+def task_source(source: str | None, data_dir=None) -> str:
+    """'local' (the package's YAML tasks over the data folder) or 'hub' (the harness's
+    own tasks); None picks local when a data folder is in force, as the corpora do."""
+    if source is None:
+        return "local" if resolve_data_dir(data_dir) is not None else "hub"
+    if source not in TASK_SOURCES:
+        raise UserError(f"unknown task source {source!r}: choose from {', '.join(TASK_SOURCES)}")
+    return source
+
+
+def check_tasks(tasks, setting: str, limit: int | None = None) -> tuple[str, ...]:
+    if limit is not None and limit < 1:
+        raise UserError(f"the document limit must be at least 1, got {limit}")
+    if setting not in SETTINGS:
+        raise UserError(f"unknown setting {setting!r}: choose from {', '.join(SETTINGS)}")
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown or not tasks:
+        raise UserError(f"unknown task {unknown[0]!r}: choose from {', '.join(TASKS)}"
+                        if unknown else f"give at least one task of {', '.join(TASKS)}")
+    return tuple(tasks)
+
+
+def zero_shot(model: nn.Module, tokenizer, tasks=TASKS, setting: str = "zero-shot",
+              limit: int | None = None, source: str | None = None, data_dir=None,
+              batch_size: int = 1) -> dict:
+    """Accuracy of the in-memory `model` on `tasks`, scored by lm-evaluation-harness.
+
+    `setting` is 'zero-shot' (every task 0-shot) or 'leaderboard' (ARC-c 25-shot,
+    HellaSwag 10-shot, TruthfulQA 0-shot, PIQA 0-shot). `limit` keeps the first N
+    documents of each task (CPU presets). Returns {task: {"metric", "value", "stderr",
+    "shots", "documents", "metrics": {name: value}, "source"}}, accuracies in [0, 1].
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    tasks = check_tasks(tasks, setting, limit)
+    source = task_source(source, data_dir)
+    if source == "local":
+        folder = resolve_data_dir(data_dir)
+        if folder is None:
+            raise UserError("local zero-shot tasks need a data folder: set SAMREPRO_DATA_DIR "
+                            "or --data-dir, or choose the hub tasks")
+        manager = TaskManager(include_path=str(LOCAL_TASKS_DIR), include_defaults=False,
+                              metadata={"data_dir": str(folder)})
+    else:
+        manager = TaskManager()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-task notices drown ours
+    device = next(model.parameters()).device
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    results = {}
+    for task in tasks:
+        name = f"samrepro_{task}" if source == "local" else task
+        shots = SETTINGS[setting][task]
+        out = lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=shots, limit=limit,
+                                      task_manager=manager, log_samples=False,
+                                      bootstrap_iters=1000)  # > 0 for stderrs (analytic for means)
+        scores = out["results"][name]
+        metrics = {key.split(",")[0]: float(value) for key, value in scores.items()
+                   if key.endswith(",none") and "_stderr" not in key}
+        metric = HEADLINE[task]
+        stderr = scores.get(f"{metric}_stderr,none")
+        results[task] = {"metric": metric, "value": metrics[metric],
+                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                         "shots": out["n-shot"][name],
+                         "documents": out["n-samples"][name]["effective"], "metrics": metrics,
+                         "source": f"{source}:{name}"}
+    return results

@@ -18,7 +18,7 @@ from .allocation import allocate, overall_sparsity
 from .cache import cached, digest
 from .data import calibration_windows, eval_stream
 from .errors import UserError
-from .evaluate import perplexity
+from .evaluate import check_tasks, perplexity, zero_shot
 from .files import save_model
 from .models import count_zeros, load_model, prunable_linears
 from .pipeline import layer_hessian_diagonals, prune_model
@@ -52,6 +52,11 @@ class RunConfig:
     distribution: str = "gaussian"
     batch_size: int = 8
     trust_remote_code: bool = False
+    # accuracy through lm-evaluation-harness (evaluate.zero_shot); none by default
+    tasks: tuple[str, ...] = ()
+    setting: str = "zero-shot"
+    limit: int | None = None  # first N documents of each task
+    task_source: str | None = None  # local, hub; None: local when a data folder is in force
     extra: dict = field(default_factory=dict, compare=False)  # not part of the identity
 
     @property
@@ -63,12 +68,15 @@ class RunConfig:
         data = asdict(self)
         data.pop("extra")
         data.pop("batch_size")  # changes speed, not results (up to float rounding)
+        if not self.tasks:  # keeps the keys of perplexity-only runs as they were
+            for name in ("tasks", "setting", "limit", "task_source"):
+                data.pop(name)
         return data
 
 
 def versions() -> dict:
     found = {"python": platform.python_version()}
-    for package in ("samrepro", "torch", "transformers", "datasets"):
+    for package in ("samrepro", "torch", "transformers", "datasets", "lm_eval"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -184,6 +192,8 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     checkpoint (before the evaluation, so that it survives an evaluation failure).
     """
     started = time.perf_counter()
+    if config.tasks:  # before hours of pruning, not after
+        check_tasks(config.tasks, config.setting, config.limit)
     device = default_device(device)
     prune_n, prune_m = config.nm or (0, 0)
     model, tokenizer = load(config, device)
@@ -226,6 +236,9 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
         ppl = perplexity(model, ids, config.seqlen, config.eval_windows, progress=progress,
                          desc=f"perplexity {name}")
         result["perplexity"][name] = {**ppl, "source": corpus.source}
+    if config.tasks:
+        result["accuracy"] = zero_shot(model, tokenizer, config.tasks, config.setting,
+                                       config.limit, config.task_source, data_dir)
     result["wall_seconds"] = time.perf_counter() - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result

@@ -35,6 +35,15 @@ def test_prune_writes_json_and_a_checkpoint_that_reloads_with_its_zeros(tmp_path
         weight = reloaded.get_submodule(name).weight
         assert int((weight == 0).sum()) == info["zeros"] == weight.numel() // 2
 
+    # `samrepro eval` scores the saved pruned model as it is (no second pruning)
+    scored = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(saved), "--tasks", "piqa", "--limit", "2", "--quiet",
+                 "--json", str(scored)]) == 0
+    evaluated = json.loads(scored.read_text())
+    assert evaluated["achieved_sparsity"] == 0.5 and "matrices" not in evaluated
+    piqa = evaluated["accuracy"]["piqa"]
+    assert piqa["documents"] == 2 and piqa["shots"] == 0 and piqa["value"] in (0.0, 0.5, 1.0)
+
 
 def test_two_four_sparsity_from_the_cli(tmp_path, data_dir):
     out = tmp_path / "nm.json"
