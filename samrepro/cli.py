@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pruning(e)
     e.add_argument("--tasks", type=_tasks, default=list(TASKS), metavar="T1,T2",
                    help=f"comma-separated, of {','.join(TASKS)}")
-    e.add_argument("--setting", choices=SETTINGS, default="zero-shot",
+    e.add_argument("--settings", nargs="+", choices=SETTINGS, default=["zero-shot"],
                    help="zero-shot: all 0-shot; leaderboard: ARC-c 25, HellaSwag 10 shots "
                         "(the Open LLM Leaderboard's, which the paper's dense rows equal)")
     e.add_argument("--limit", type=int, default=None, metavar="N",
@@ -156,7 +156,7 @@ def _config(args, **overrides) -> RunConfig:
     fields = set(RunConfig.__dataclass_fields__) - {"extra"}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values.update(overrides)
-    for name in ("eval", "tasks"):
+    for name in ("eval", "tasks", "settings"):
         if name in values:
             values[name] = tuple(values[name])
     return RunConfig(**values)
@@ -251,10 +251,12 @@ def _summary(result: dict) -> str:
              f"{result['dense_zeros'] / result['prunable_parameters']:.4f})"]
     for name, ppl in result["perplexity"].items():
         lines.append(f"{name:10s} ppl {ppl['ppl']:.3f}  ({ppl['windows']} windows, {ppl['source']})")
-    for task, score in result.get("accuracy", {}).items():
-        stderr = f" ± {100 * score['stderr']:.1f}" if score["stderr"] is not None else ""
-        lines.append(f"{task:15s} {score['metric']:8s} {100 * score['value']:5.1f}{stderr} %  "
-                     f"({score['shots']}-shot, {score['documents']} documents, {score['source']})")
+    for setting, scores in result.get("accuracy", {}).items():
+        for task, score in scores.items():
+            stderr = f" ± {100 * score['stderr']:.1f}" if score["stderr"] is not None else ""
+            lines.append(f"{setting:11s} {task:15s} {score['metric']:8s} "
+                         f"{100 * score['value']:5.1f}{stderr} %  ({score['shots']}-shot, "
+                         f"{score['documents']} documents, {score['source']})")
     return "\n".join(lines)
 
 

@@ -70,61 +70,76 @@ def task_source(source: str | None, data_dir=None) -> str:
     return source
 
 
-def check_tasks(tasks, setting: str, limit: int | None = None) -> tuple[str, ...]:
+def check_tasks(tasks, settings, limit: int | None = None) -> tuple[tuple, tuple]:
+    """(tasks, settings) as tuples, or a UserError for an unknown one or a bad limit."""
+    settings = (settings,) if isinstance(settings, str) else tuple(settings)
     if limit is not None and limit < 1:
         raise UserError(f"the document limit must be at least 1, got {limit}")
-    if setting not in SETTINGS:
-        raise UserError(f"unknown setting {setting!r}: choose from {', '.join(SETTINGS)}")
+    for setting in settings or ("",):
+        if setting not in SETTINGS:
+            raise UserError(f"unknown setting {setting!r}: choose from {', '.join(SETTINGS)}")
     unknown = [task for task in tasks if task not in TASKS]
     if unknown or not tasks:
         raise UserError(f"unknown task {unknown[0]!r}: choose from {', '.join(TASKS)}"
                         if unknown else f"give at least one task of {', '.join(TASKS)}")
-    return tuple(tasks)
+    return tuple(tasks), settings
 
 
-def zero_shot(model: nn.Module, tokenizer, tasks=TASKS, setting: str = "zero-shot",
+def _task_manager(source: str, data_dir):
+    from lm_eval.tasks import TaskManager
+
+    if source == "hub":
+        return TaskManager()
+    folder = resolve_data_dir(data_dir)
+    if folder is None:
+        raise UserError("local zero-shot tasks need a data folder: set SAMREPRO_DATA_DIR "
+                        "or --data-dir, or choose the hub tasks")
+    return TaskManager(include_path=str(LOCAL_TASKS_DIR), include_defaults=False,
+                       metadata={"data_dir": str(folder)})
+
+
+def zero_shot(model: nn.Module, tokenizer, tasks=TASKS, settings=("zero-shot",),
               limit: int | None = None, source: str | None = None, data_dir=None,
               batch_size: int = 1) -> dict:
     """Accuracy of the in-memory `model` on `tasks`, scored by lm-evaluation-harness.
 
-    `setting` is 'zero-shot' (every task 0-shot) or 'leaderboard' (ARC-c 25-shot,
-    HellaSwag 10-shot, TruthfulQA 0-shot, PIQA 0-shot). `limit` keeps the first N
-    documents of each task (CPU presets). Returns {task: {"metric", "value", "stderr",
-    "shots", "documents", "metrics": {name: value}, "source"}}, accuracies in [0, 1].
+    `settings` holds 'zero-shot' (every task 0-shot) and/or 'leaderboard' (ARC-c 25-shot,
+    HellaSwag 10-shot, TruthfulQA 0-shot, PIQA 0-shot); a task scored with the same shots
+    in both is scored once. `limit` keeps the first N documents of each task (CPU presets).
+    Returns {setting: {task: {"metric", "value", "stderr", "shots", "documents",
+    "metrics": {name: value}, "source"}}}, accuracies in [0, 1].
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    tasks = check_tasks(tasks, setting, limit)
+    tasks, settings = check_tasks(tasks, settings, limit)
     source = task_source(source, data_dir)
-    if source == "local":
-        folder = resolve_data_dir(data_dir)
-        if folder is None:
-            raise UserError("local zero-shot tasks need a data folder: set SAMREPRO_DATA_DIR "
-                            "or --data-dir, or choose the hub tasks")
-        manager = TaskManager(include_path=str(LOCAL_TASKS_DIR), include_defaults=False,
-                              metadata={"data_dir": str(folder)})
-    else:
-        manager = TaskManager()
+    manager = _task_manager(source, data_dir)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-task notices drown ours
-    device = next(model.parameters()).device
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
-    results = {}
-    for task in tasks:
-        name = f"samrepro_{task}" if source == "local" else task
-        shots = SETTINGS[setting][task]
-        out = lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=shots, limit=limit,
-                                      task_manager=manager, log_samples=False,
-                                      bootstrap_iters=1000)  # > 0 for stderrs (analytic for means)
-        scores = out["results"][name]
-        metrics = {key.split(",")[0]: float(value) for key, value in scores.items()
-                   if key.endswith(",none") and "_stderr" not in key}
-        metric = HEADLINE[task]
-        stderr = scores.get(f"{metric}_stderr,none")
-        results[task] = {"metric": metric, "value": metrics[metric],
-                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-                         "shots": out["n-shot"][name],
-                         "documents": out["n-samples"][name]["effective"], "metrics": metrics,
-                         "source": f"{source}:{name}"}
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+              device=str(next(model.parameters()).device))
+    scored, results = {}, {}
+    for setting in settings:
+        for task in tasks:
+            shots = SETTINGS[setting][task]
+            if (task, shots) not in scored:
+                name = f"samrepro_{task}" if source == "local" else task
+                out = lm_eval.simple_evaluate(
+                    model=lm, tasks=[name], num_fewshot=shots, limit=limit,
+                    task_manager=manager, log_samples=False,
+                    bootstrap_iters=1000)  # > 0 for stderrs (analytic for means)
+                scored[task, shots] = _summary(task, name, out, source)
+            results.setdefault(setting, {})[task] = scored[task, shots]
     return results
+
+
+def _summary(task: str, name: str, out: dict, source: str) -> dict:
+    scores = out["results"][name]
+    metrics = {key.split(",")[0]: float(value) for key, value in scores.items()
+               if key.endswith(",none") and "_stderr" not in key}
+    metric = HEADLINE[task]
+    stderr = scores.get(f"{metric}_stderr,none")
+    return {"metric": metric, "value": metrics[metric],
+            "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+            "shots": out["n-shot"][name], "documents": out["n-samples"][name]["effective"],
+            "metrics": metrics, "source": f"{source}:{name}"}

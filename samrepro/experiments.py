@@ -54,7 +54,7 @@ class RunConfig:
     trust_remote_code: bool = False
     # accuracy through lm-evaluation-harness (evaluate.zero_shot); none by default
     tasks: tuple[str, ...] = ()
-    setting: str = "zero-shot"
+    settings: tuple[str, ...] = ("zero-shot",)  # and/or "leaderboard"
     limit: int | None = None  # first N documents of each task
     task_source: str | None = None  # local, hub; None: local when a data folder is in force
     extra: dict = field(default_factory=dict, compare=False)  # not part of the identity
@@ -69,7 +69,7 @@ class RunConfig:
         data.pop("extra")
         data.pop("batch_size")  # changes speed, not results (up to float rounding)
         if not self.tasks:  # keeps the keys of perplexity-only runs as they were
-            for name in ("tasks", "setting", "limit", "task_source"):
+            for name in ("tasks", "settings", "limit", "task_source"):
                 data.pop(name)
         return data
 
@@ -193,7 +193,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     """
     started = time.perf_counter()
     if config.tasks:  # before hours of pruning, not after
-        check_tasks(config.tasks, config.setting, config.limit)
+        check_tasks(config.tasks, config.settings, config.limit)
     device = default_device(device)
     prune_n, prune_m = config.nm or (0, 0)
     model, tokenizer = load(config, device)
@@ -237,7 +237,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
                          desc=f"perplexity {name}")
         result["perplexity"][name] = {**ppl, "source": corpus.source}
     if config.tasks:
-        result["accuracy"] = zero_shot(model, tokenizer, config.tasks, config.setting,
+        result["accuracy"] = zero_shot(model, tokenizer, config.tasks, config.settings,
                                        config.limit, config.task_source, data_dir)
     result["wall_seconds"] = time.perf_counter() - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -83,6 +83,51 @@ def table2(s: dict):
     return df, claims, _paper("table2")
 
 
+ACCURACY = {"arc_challenge": "arc", "hellaswag": "hellaswag", "truthfulqa_mc2": "truthfulqa",
+            "piqa": "piqa"}  # the tasks and the paper's column names
+
+
+def table3(s: dict):
+    """Accuracy (%) of dense, SparseGPT and the method (ISC + exact allocation) at the first
+    sparsity, in both settings (METHOD.md §6: the paper's dense rows are the leaderboard's),
+    on the first `zero_shot_limit` documents of each task, with standard errors."""
+    p = s["sparsities"][0]
+    methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
+               "ours-exact": dict(sparsity=p, saliency="isc", allocation="exact")}
+    settings = ("zero-shot", "leaderboard")
+    runs = [(m, name) for m in s["models"] for name in methods]
+    results = run_all(s, [config(s, m, eval=(), tasks=tuple(ACCURACY), settings=settings,
+                                 limit=s["zero_shot_limit"], **methods[name])
+                          for m, name in runs], desc="table 3")
+    rows = []
+    for (m, name), r in zip(runs, results):
+        for setting in settings:
+            scores = r["accuracy"][setting]
+            row = {"model": m, "method": name, "setting": setting,
+                   "achieved_sparsity": round(r["achieved_sparsity"], 4)}
+            for task, column in ACCURACY.items():
+                row[column] = 100 * scores[task]["value"]
+                row[f"{column}_se"] = 100 * (scores[task]["stderr"] or 0.0)
+            row["avg"] = sum(row[c] for c in ACCURACY.values()) / len(ACCURACY)
+            row["avg_se"] = math.sqrt(sum(row[f"{c}_se"] ** 2 for c in ACCURACY.values())) / len(ACCURACY)
+            row["documents"] = min(scores[t]["documents"] for t in ACCURACY)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    evidence = []
+    for m in s["models"]:
+        for setting in settings:
+            at = df[(df.model == m) & (df.setting == setting)].set_index("method")
+            ours, base = at.loc["ours-exact"], at.loc["sparsegpt"]
+            se = math.hypot(ours["avg_se"], base["avg_se"])
+            evidence.append((bool(ours["avg"] > base["avg"]),
+                             f"{m} {setting}: average {ours['avg']:.1f} vs SparseGPT "
+                             f"{base['avg']:.1f} (difference {ours['avg'] - base['avg']:+.1f} "
+                             f"± {se:.1f}, {int(ours['documents'])} documents a task)"))
+    claims = [verdict("T3", "the method keeps more accuracy than SparseGPT (average of the "
+                            "four tasks)", evidence)]
+    return df, claims, _paper("table3")
+
+
 def table4(s: dict):
     """Joint sparsity and quantization: GPTQ 4/3-bit, SparseGPT + 4-bit, the method + 4-bit."""
     p = s["sparsities"][0]

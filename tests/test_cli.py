@@ -41,7 +41,7 @@ def test_prune_writes_json_and_a_checkpoint_that_reloads_with_its_zeros(tmp_path
                  "--json", str(scored)]) == 0
     evaluated = json.loads(scored.read_text())
     assert evaluated["achieved_sparsity"] == 0.5 and "matrices" not in evaluated
-    piqa = evaluated["accuracy"]["piqa"]
+    piqa = evaluated["accuracy"]["zero-shot"]["piqa"]
     assert piqa["documents"] == 2 and piqa["shots"] == 0 and piqa["value"] in (0.0, 0.5, 1.0)
 
 

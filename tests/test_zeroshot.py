@@ -122,7 +122,7 @@ def _loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
 def test_local_task_accuracy_equals_the_direct_loglikelihood_comparison(task, data_dir):
     model, tokenizer = load_model("tiny-llama", torch.float32, seed=3)
     got = zero_shot(model, tokenizer, [task], "zero-shot", limit=LIMIT, source="local",
-                    data_dir=data_dir)[task]
+                    data_dir=data_dir)["zero-shot"][task]
     assert got["documents"] == LIMIT and got["shots"] == 0
 
     acc, acc_norm, mc2 = [], [], []
@@ -143,11 +143,14 @@ def test_local_task_accuracy_equals_the_direct_loglikelihood_comparison(task, da
     assert got["value"] == got["metrics"][got["metric"]]
 
 
-def test_leaderboard_setting_gives_arc_its_25_shots(data_dir):
+def test_leaderboard_setting_gives_arc_its_25_shots_and_shares_0_shot_scores(data_dir):
     model, tokenizer = load_model("tiny-llama", torch.float32, seed=3)
-    got = zero_shot(model, tokenizer, ["arc_challenge"], "leaderboard", limit=1,
-                    source="local", data_dir=data_dir)["arc_challenge"]
-    assert got["shots"] == 25 and got["documents"] == 1 and got["metric"] == "acc_norm"
+    got = zero_shot(model, tokenizer, ["arc_challenge", "piqa"], ["zero-shot", "leaderboard"],
+                    limit=1, source="local", data_dir=data_dir)
+    arc = got["leaderboard"]["arc_challenge"]
+    assert arc["shots"] == 25 and arc["documents"] == 1 and arc["metric"] == "acc_norm"
+    assert got["zero-shot"]["arc_challenge"]["shots"] == 0
+    assert got["zero-shot"]["piqa"] is got["leaderboard"]["piqa"]  # 0-shot in both: once
 
 
 def _folder_with(tmp_path: Path, data_dir: Path, relative: str, text: str | None) -> Path:
@@ -182,4 +185,4 @@ def test_unknown_task_and_setting_are_user_errors():
     with pytest.raises(UserError, match="unknown task 'mmlu'"):
         zero_shot(model, tokenizer, ["mmlu"])
     with pytest.raises(UserError, match="unknown setting"):
-        zero_shot(model, tokenizer, ["piqa"], setting="five-shot")
+        zero_shot(model, tokenizer, ["piqa"], settings=["five-shot"])
