@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 SAMREPRO_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 export SAMREPRO_DATA_DIR
 
-NOTEBOOKS := table1 table2 table4 figure1 figure2 figure3 allocations walkthrough
+NOTEBOOKS := table1 table2 table3 table4 figure1 figure2 figure3 allocations walkthrough
 PRESET ?= embedded
 RUN_IN_VENV := PATH="$(abspath $(BIN)):$$PATH"
 

@@ -19,7 +19,7 @@ PRESETS: dict[str, dict] = {
         # random tiny models have Hessian traces of either sign: the (≥ 0) Fisher proxy
         # exercises the mixed-allocation path here
         "estimator": "fisher", "probes": 4, "rel_tol": 1.0,
-        "sparsities": [0.5], "figure3_sparsities": [0.5, 0.8], "zero_shot_limit": 3,
+        "sparsities": [0.5], "figure3_sparsities": [0.5, 0.8], "zero_shot_limit": 2,
     },
     "embedded": {
         "models": ["embedded"],

@@ -21,6 +21,7 @@ from pathlib import Path
 import datasets
 
 from samrepro.errors import UserError
+from samrepro.tasks import HELLASWAG_DOCS as _HELLASWAG_DOCS
 
 FILES = {
     "arc_challenge": ["arc_challenge/ARC-Challenge-Test.jsonl"],
@@ -144,9 +145,15 @@ def hellaswag_docs(dataset: datasets.Dataset) -> datasets.Dataset:
     from the whole context, since the file has no ctx_a/ctx_b split to capitalize ctx_b."""
     from lm_eval.tasks.hellaswag.utils import preprocess
 
-    return dataset.map(lambda doc: {"query": preprocess(doc["ctx"]),
-                                    "choices": [preprocess(e) for e in doc["endings"]],
-                                    "gold": int(doc["label"])})
+    # The harness asks for the documents several times a task: clean the 10042 rows once.
+    if dataset._fingerprint not in _HELLASWAG_DOCS:
+        columns = dataset.to_dict()
+        _HELLASWAG_DOCS[dataset._fingerprint] = datasets.Dataset.from_dict({
+            **columns,
+            "query": [preprocess(ctx) for ctx in columns["ctx"]],
+            "choices": [[preprocess(e) for e in endings] for endings in columns["endings"]],
+            "gold": [int(label) for label in columns["label"]]})
+    return _HELLASWAG_DOCS[dataset._fingerprint]
 
 
 def truthfulqa_mc2_results(doc, results):
