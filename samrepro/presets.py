@@ -26,7 +26,7 @@ PRESETS: dict[str, dict] = {
         "nsamples": 32, "seqlen": 512, "eval_windows": 20, "batch_size": 8,
         "estimator": "hutchinson", "probes": 64, "rel_tol": 0.2,
         "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
-        "zero_shot_limit": 20,  # ~10 CPU-minutes a model for both settings
+        "zero_shot_limit": 10,  # documents a task: ~5 CPU-minutes a model for both settings
     },
     "paper": {
         "models": ["huggyllama/llama-7b", "meta-llama/Llama-2-7b-hf", "facebook/opt-1.3b"],
