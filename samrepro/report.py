@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .experiments import RunConfig, default_device, run, versions
 from .files import write_json, write_text
 from .presets import preset, split_model
+from .provenance import warn_if_versions_differ
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
                 "probes", "rel_tol", "sparsities", "figure3_sparsities", "zero_shot_limit")
@@ -115,6 +116,13 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
     """results/<preset>/<name>.{json,csv,md}: our table, the paper's, the claims, provenance."""
     folder = Path(s["output_dir"]) / s["preset"]
     folder.mkdir(parents=True, exist_ok=True)
+    previous = folder / f"{name}.json"
+    if previous.exists():  # say so when results made with other library versions are replaced
+        try:
+            stored = json.loads(previous.read_text(encoding="utf-8")).get("versions")
+        except (OSError, ValueError, AttributeError):
+            stored = None
+        warn_if_versions_differ(stored, f"the replaced {previous}")
     provenance = {"preset": s["preset"], "settings": {k: s.get(k) for k in SETTING_KEYS},
                   "versions": versions(), "device": str(default_device(s["device"])),
                   "wall_seconds": round(time.time() - s["started"], 1)}
