@@ -219,6 +219,10 @@ def _summary(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:  # no progress bars from the libraries either: stderr holds only errors
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         if args.command == "prune":
             print(_summary(run_prune(args)))
