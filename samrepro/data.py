@@ -147,12 +147,15 @@ def _read_jsonl_texts(path: Path) -> list[str]:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                texts.append(json.loads(line)["text"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, EOFError,
-            OSError) as e:  # OSError: gzip.BadGzipFile
-        raise UserError(f"{path}, near line {max(number, 1)}: expected a JSON object with a 'text' "
-                        f"field ({type(e).__name__}); the file is damaged, truncated or not "
-                        "C4 JSON lines: replace it with the original") from None
+                try:
+                    texts.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{path}, line {number}: expected a JSON object with a "
+                                    "'text' field; the file is damaged, truncated or not C4 "
+                                    "JSON lines: replace it with the original") from None
+    except (UnicodeDecodeError, EOFError, OSError) as e:  # OSError: gzip.BadGzipFile
+        raise UserError(f"{path}: unreadable after line {number} ({type(e).__name__}); the "
+                        "file is damaged or truncated: replace it with the original") from None
     return texts
 
 
