@@ -238,7 +238,8 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     result["planned_sparsity"] = overall_sparsity(sparsities, sizes)
     folder = local_data_dir(data_dir)
     checkpoint = RunCheckpoint({
-        "config": config.key(), "device": device.type, "data_dir": str(folder or "hub"),
+        "config": config.key(), "batch_size": config.batch_size, "device": device.type,
+        "data_dir": str(folder or "hub"),
         "dense_weights": result["model"]["weights_sha256"], "calibration": _tensor_sha256(windows),
         "sparsities": sparsities})
     if needs_data:
