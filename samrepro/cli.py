@@ -17,8 +17,8 @@ from .allocation import ALLOCATIONS
 from .data import DATASETS, calibration_windows
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS
 from .errors import UserError, check_sparsity
-from .experiments import (DTYPES, RunConfig, default_device, load, prune_and_evaluate,
-                          sensitivity_for, traces, versions)
+from .experiments import (DTYPES, SAVE_MARK, RunConfig, default_device, load,
+                          prune_and_evaluate, sensitivity_for, traces, versions)
 from .files import write_json
 from .sensitivity import ESTIMATORS, layer_sensitivity
 from .solver import SALIENCIES, check_args
@@ -68,6 +68,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run the checkpoint's own code (Baichuan needs it); only for code you trust")
+    p.add_argument("--allow-bin-weights", action="store_true",
+                   help="also read PyTorch .bin (pickle) weights; default: safetensors only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -194,7 +196,8 @@ def _check_prune_args(args) -> tuple[float, int, int]:
     if args.eval_windows is not None and args.eval_windows < 1:
         raise UserError(f"--eval-windows must be at least 1, got {args.eval_windows}")
     if args.save:
-        if Path(args.save).exists() and any(Path(args.save).iterdir()):
+        save = Path(args.save)  # a folder this same run wrote before it was interrupted is fine
+        if save.exists() and any(save.iterdir()) and not (save / SAVE_MARK).exists():
             raise UserError(f"--save {args.save} exists and is not empty: choose a new folder")
     return sparsity, prune_n, prune_m
 
@@ -262,6 +265,10 @@ def _summary(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:  # no progress bars from the libraries either: stderr holds only errors
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         if args.command in ("prune", "eval"):
             print(_summary(run_prune(args)))

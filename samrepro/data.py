@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .files import file_sha256
 
 DATASETS = ("wikitext2", "ptb", "c4")
 C4_EVAL_DOCS = 1100  # SparseGPT: the first 1100 validation documents ...
@@ -43,6 +44,13 @@ class Corpus:
     docs: list[str]
     source: str
     joiner: str  # how the protocol joins documents into one evaluation text
+    sha256: str | None = None  # of the local file read; None from the hub
+    revision: str | None = None  # from the hub: the dataset's fingerprint in `datasets`
+
+    @property
+    def provenance(self) -> dict:
+        """Where the documents came from, exactly: recorded with every result."""
+        return {"source": self.source, "sha256": self.sha256, "revision": self.revision}
 
     @property
     def text(self) -> str:
@@ -85,21 +93,30 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): the file is damaged or "
+                        "in the wrong format; replace it with the original") from None
+
+
 def _wikitext2_local(folder: Path, split: str) -> Corpus:
     stem = {"test": "test", "validation": "valid", "train": "train"}[split]
     path = _need(folder / "wikitext2" / f"wiki.{stem}.raw", f"WikiText-2 raw {split}")
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    lines = _read_text(path).split("\n")[:-1]
     # The hub's rows: a blank line (" " in the file) is "", any other line is line + "\n".
     rows = [line + "\n" if line.strip() else "" for line in lines]
-    return Corpus("wikitext2", split, rows, _local_source(folder, path), "\n\n")
+    return Corpus("wikitext2", split, rows, _local_source(folder, path), "\n\n",
+                  file_sha256(path))
 
 
 def _ptb_local(folder: Path, split: str) -> Corpus:
     stem = {"test": "test", "validation": "valid", "train": "train"}[split]
     path = _need(folder / "ptb" / f"ptb.{stem}.txt", f"PTB {split}")
     # The hub loader strips every line; unstripped lines give a wrong (lower) perplexity.
-    rows = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return Corpus("ptb", split, rows, _local_source(folder, path), " ")
+    rows = [line.strip() for line in _read_text(path).splitlines()]
+    return Corpus("ptb", split, rows, _local_source(folder, path), " ", file_sha256(path))
 
 
 def _c4_local(folder: Path, split: str) -> Corpus:
@@ -109,7 +126,7 @@ def _c4_local(folder: Path, split: str) -> Corpus:
     for candidate in (shard, shard.with_suffix("")):  # .json.gz or .json
         if candidate.is_file():
             return Corpus("c4", split, _read_jsonl_texts(candidate),
-                          _local_source(folder, candidate), " ")
+                          _local_source(folder, candidate), " ", file_sha256(candidate))
     sample = _need(folder / C4_SAMPLE, f"C4 {split} (shard {shard.name} or the sample)")
     docs = _read_jsonl_texts(sample)
     if len(docs) <= C4_EVAL_DOCS:
@@ -117,21 +134,28 @@ def _c4_local(folder: Path, split: str) -> Corpus:
                         f"{C4_EVAL_DOCS} (the first {C4_EVAL_DOCS} evaluate, the rest calibrate)")
     # Disjoint parts of the same sample: evaluation documents never calibrate.
     docs = docs[:C4_EVAL_DOCS] if split == "validation" else docs[C4_EVAL_DOCS:]
-    return Corpus("c4", split, docs, f"{_local_source(folder, sample)} (C4 sample)", " ")
+    return Corpus("c4", split, docs, f"{_local_source(folder, sample)} (C4 sample)", " ",
+                  file_sha256(sample))
 
 
 def _read_jsonl_texts(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     texts = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                texts.append(json.loads(line)["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}, line {number}: expected a JSON object with a "
-                                "'text' field; the file is damaged or not C4 JSON lines") from None
+    number = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    texts.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{path}, line {number}: expected a JSON object with a "
+                                    "'text' field; the file is damaged, truncated or not C4 "
+                                    "JSON lines: replace it with the original") from None
+    except (UnicodeDecodeError, EOFError, OSError) as e:  # OSError: gzip.BadGzipFile
+        raise UserError(f"{path}: unreadable after line {number} ({type(e).__name__}); the "
+                        "file is damaged or truncated: replace it with the original") from None
     return texts
 
 
@@ -157,7 +181,8 @@ def _from_hub(name: str, split: str) -> Corpus:
     try:
         import datasets
 
-        rows = datasets.load_dataset(*args, **kwargs)[column]
+        dataset = datasets.load_dataset(*args, **kwargs)
+        rows = dataset[column]
     except Exception as e:  # the hub raises many types (connection, offline mode, ...)
         raise UserError(
             f"{name} {split} could not be loaded from the hub ({type(e).__name__}: "
@@ -166,7 +191,8 @@ def _from_hub(name: str, split: str) -> Corpus:
         ) from None
     if name == "ptb":
         rows = [row.strip() for row in rows]
-    return Corpus(name, split, list(rows), f"hub:{'/'.join(args)}", joiner)
+    return Corpus(name, split, list(rows), f"hub:{'/'.join(args)}", joiner,
+                  revision=getattr(dataset, "_fingerprint", None))
 
 
 # ---- token streams ----------------------------------------------------------------------

@@ -6,22 +6,26 @@ cached on disk so that a re-run or an interrupted notebook picks up where it sto
 
 from __future__ import annotations
 
-import platform
+import hashlib
+import json
 import resource
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from pathlib import Path
 
 import torch
 
 from .allocation import allocate, overall_sparsity
 from .cache import cached, digest
 from .data import calibration_windows, eval_stream
+from .data import data_dir as local_data_dir
 from .errors import UserError
 from .evaluate import check_tasks, perplexity, zero_shot
 from .files import save_model
 from .models import count_zeros, load_model, prunable_linears
 from .pipeline import layer_hessian_diagonals, prune_model
+from .provenance import model_provenance, versions, warn_if_versions_differ, weights_sha256
+from .resume import RunCheckpoint
 from .sensitivity import ESTIMATORS, fisher, hutchinson, owl_outliers
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -57,6 +61,7 @@ class RunConfig:
     settings: tuple[str, ...] = ("zero-shot",)  # and/or "leaderboard"
     limit: int | None = None  # first N documents of each task
     task_source: str | None = None  # local, hub; None: local when a data folder is in force
+    allow_bin_weights: bool = False  # also read .bin (pickle) weights; not part of the identity
     extra: dict = field(default_factory=dict, compare=False)  # not part of the identity
 
     @property
@@ -68,20 +73,11 @@ class RunConfig:
         data = asdict(self)
         data.pop("extra")
         data.pop("batch_size")  # changes speed, not results (up to float rounding)
+        data.pop("allow_bin_weights")  # the weights hash records what was loaded
         if not self.tasks:  # keeps the keys of perplexity-only runs as they were
             for name in ("tasks", "settings", "limit", "task_source"):
                 data.pop(name)
         return data
-
-
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for package in ("samrepro", "torch", "transformers", "datasets", "lm_eval"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
 
 
 def default_device(device=None) -> torch.device:
@@ -92,7 +88,8 @@ def load(config: RunConfig, device: torch.device):
     dtype = DTYPES[config.dtype] if config.dtype else (
         torch.float32 if device.type == "cpu" else torch.float16)
     model, tokenizer = load_model(config.model, dtype, config.trust_remote_code,
-                                  config.num_layers, seed=config.seed)
+                                  config.num_layers, seed=config.seed,
+                                  allow_bin_weights=config.allow_bin_weights)
     context = getattr(model.config, "max_position_embeddings", None)
     if context and config.seqlen > context:
         raise UserError(f"seqlen {config.seqlen} exceeds the model's context of {context} tokens")
@@ -184,12 +181,39 @@ def _eval_stream(name, tokenizer, seqlen, data_dir):
     return _STREAMS[key]
 
 
+SAVE_MARK = "samrepro-run.json"  # inside a --save folder: the hash of the weights it holds
+
+
+def _save(model, tokenizer, folder, sha256: str, config: dict) -> None:
+    """files.save_model, unless `folder` already holds these very weights (written by this
+    run before it was interrupted)."""
+    mark = Path(folder) / SAVE_MARK
+    if mark.exists():
+        try:
+            stored = json.loads(mark.read_text(encoding="utf-8")).get("weights_sha256")
+        except (OSError, ValueError, AttributeError):
+            stored = None
+        if stored == sha256:
+            return
+        raise UserError(f"--save {folder} holds another pruned model: choose a new folder")
+    save_model(model, tokenizer, folder,
+               {SAVE_MARK: json.dumps({"weights_sha256": sha256, "config": config}, indent=2)})
+
+
+def _tensor_sha256(t: torch.Tensor | None) -> str | None:
+    return None if t is None else hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
 def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: bool = True,
                        sensitivity: dict[str, float] | None = None, save: str | None = None) -> dict:
     """One run: load, calibrate, allocate, prune, count zeros, evaluate perplexity.
 
     `sensitivity` overrides the estimate (e.g. read from a file); `save` writes the pruned
     checkpoint (before the evaluation, so that it survives an evaluation failure).
+    A run interrupted at any point continues where it stopped when started again with the
+    same inputs (resume.RunCheckpoint): `resumed_layers` and `resumed_evaluations` list what
+    was read back instead of computed. The result records what it was computed with: library
+    versions, the model's revision and weights hash, the data files' hashes, device and seed.
     """
     started = time.perf_counter()
     if config.tasks:  # before hours of pruning, not after
@@ -199,13 +223,18 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     model, tokenizer = load(config, device)
     dense_zeros, total = count_zeros(model)
     sizes = {name: linear.weight.numel() for name, linear in prunable_linears(model).items()}
+    # read the evaluation data first: a missing or damaged file fails before any pruning
+    streams = {name: _eval_stream(name, tokenizer, config.seqlen, data_dir) for name in config.eval}
     result = {"config": config.key(), "dense_zeros": dense_zeros, "prunable_parameters": total,
-              "device": str(device), "versions": versions()}
+              "device": str(device), "versions": versions(),
+              "model": model_provenance(config.model, model)}
     needs_data = config.sparsity > 0 or config.wbits < 16
+    windows = None
     if needs_data:
         windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
                                               config.seqlen, config.seed, data_dir)
         result["calibration_source"] = corpus.source
+        result["calibration_data"] = corpus.provenance
     if config.allocation == "uniform" or not needs_data:
         sensitivity = {}
     elif sensitivity is None:
@@ -217,30 +246,41 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
                           config.allocation)
     result["sparsities"] = sparsities
     result["planned_sparsity"] = overall_sparsity(sparsities, sizes)
+    folder = local_data_dir(data_dir)
+    checkpoint = RunCheckpoint({
+        "config": config.key(), "batch_size": config.batch_size, "device": device.type,
+        "data_dir": str(folder or "hub"),
+        "dense_weights": result["model"]["weights_sha256"], "calibration": _tensor_sha256(windows),
+        "sparsities": sparsities})
     if needs_data:
         report = prune_model(model, windows, sparsities, config.saliency, prune_n, prune_m,
                              config.wbits, device=device, batch_size=config.batch_size,
-                             progress=progress)
+                             progress=progress, checkpoint=checkpoint)
         result["pruning_seconds"] = report["seconds"]
         result["matrices"] = report["matrices"]
+        result["resumed_layers"] = report.get("resumed_layers", [])
     zeros, _ = count_zeros(model)
     result["achieved_sparsity"] = zeros / total
+    result["weights_sha256"] = weights_sha256(model)
     if save:
-        save_model(model, tokenizer, save)
+        _save(model, tokenizer, save, result["weights_sha256"], config.key())
         result["saved_to"] = str(save)
 
     model.to(device)
     result["perplexity"] = {}
-    for name in config.eval:
-        ids, corpus = _eval_stream(name, tokenizer, config.seqlen, data_dir)
-        ppl = perplexity(model, ids, config.seqlen, config.eval_windows, progress=progress,
-                         desc=f"perplexity {name}")
-        result["perplexity"][name] = {**ppl, "source": corpus.source}
+    for name, (ids, corpus) in streams.items():
+        ppl = checkpoint.evaluation(name, lambda: perplexity(
+            model, ids, config.seqlen, config.eval_windows, progress=progress,
+            desc=f"perplexity {name}"))
+        result["perplexity"][name] = {**ppl, **corpus.provenance}
+    result["resumed_evaluations"] = checkpoint.resumed_evaluations
     if config.tasks:
-        result["accuracy"] = zero_shot(model, tokenizer, config.tasks, config.settings,
-                                       config.limit, config.task_source, data_dir)
+        result["accuracy"] = checkpoint.evaluation("accuracy", lambda: zero_shot(
+            model, tokenizer, config.tasks, config.settings, config.limit, config.task_source,
+            data_dir))
     result["wall_seconds"] = time.perf_counter() - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    checkpoint.remove()
     return result
 
 
@@ -251,4 +291,5 @@ def run(config: RunConfig, data_dir=None, device=None, progress: bool = True) ->
     folder = resolve(data_dir)
     key = {**config.key(), "data_dir": str(folder) if folder else "hub"}
     result = cached("runs", key, lambda: prune_and_evaluate(config, data_dir, device, progress))
+    warn_if_versions_differ(result.get("versions"), f"the cached run {digest(key)}")
     return {**result, "run_id": digest(key)}

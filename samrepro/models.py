@@ -97,22 +97,24 @@ def cache_dir() -> Path:
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
-               num_layers: int | None = None, seed: int = 0):
+               num_layers: int | None = None, seed: int = 0, allow_bin_weights: bool = False):
     """Return (model, tokenizer), in eval mode, for a hub id, local folder, `embedded` or tiny name.
 
     `num_layers` keeps only the first N decoder layers (the smoke preset's cut-down models).
     `trust_remote_code` runs the checkpoint's own Python code (Baichuan needs it): only set it
-    for checkpoints you trust.
+    for checkpoints you trust. Weights are read from safetensors files only, unless
+    `allow_bin_weights` also allows PyTorch .bin files (pickles, which transformers reads
+    with torch.load(weights_only=True)).
     """
     if name == EMBEDDED:
         folder = embedded_checkpoint()
-        model, tokenizer = _from_pretrained(str(folder), dtype, False)
+        model, tokenizer = _from_pretrained(str(folder), dtype, False, False)
     elif name in TINY:
         tokenizer = load_tokenizer(str(embedded_checkpoint()))
         model = tiny_model(name.removeprefix("tiny-"), vocab_size=len(tokenizer), seed=seed)
         model.to(dtype)
     else:
-        model, tokenizer = _from_pretrained(name, dtype, trust_remote_code)
+        model, tokenizer = _from_pretrained(name, dtype, trust_remote_code, allow_bin_weights)
     architecture(model)  # fail early on an unsupported family
     if num_layers is not None:
         keep_first_layers(model, num_layers)
@@ -137,13 +139,21 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
 
 
-def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool):
+def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool,
+                     allow_bin_weights: bool):
     from transformers import AutoModelForCausalLM
 
     is_local = Path(name).is_dir()
+    if is_local and not allow_bin_weights and not any(Path(name).glob("*.safetensors")) \
+            and any(Path(name).glob("*.bin")):
+        raise UserError(f"{name} holds only PyTorch .bin weights (pickle files, which can run "
+                        "code when loaded); samrepro reads safetensors. Convert it once "
+                        "(save_pretrained(..., safe_serialization=True)), or pass "
+                        "--allow-bin-weights if you trust its source.")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype, trust_remote_code=trust_remote_code)
+            name, dtype=dtype, trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_bin_weights else True)
         tokenizer = load_tokenizer(name, trust_remote_code)
     except (OSError, ValueError) as e:
         where = "the local folder" if is_local else "the hub (or its cache)"
@@ -151,6 +161,9 @@ def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool):
                 else " HF_HUB_OFFLINE=1 is set, so only cached models can load.")
         remote = ("" if trust_remote_code or "trust_remote_code" not in str(e)
                   else " This checkpoint needs its own code: pass --trust-remote-code if you trust it.")
+        if not allow_bin_weights and "safetensors" in str(e):
+            remote += (" samrepro reads safetensors weights only: pass --allow-bin-weights to "
+                       "allow .bin (pickle) weights from a source you trust.")
         raise UserError(
             f"could not load model {name!r} from {where}: {str(e).splitlines()[0]}.{hint}{remote} "
             f"Use a hub id (e.g. facebook/opt-125m), a folder with a transformers checkpoint, "

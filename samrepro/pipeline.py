@@ -138,10 +138,14 @@ def _accumulate_hessians(layer: nn.Module, names, calls, device, seconds) -> dic
 
 
 def layer_by_layer(model: nn.Module, windows: torch.Tensor, visit, batch_size: int = 8,
-                   device=None, seconds=None, progress: bool = True, desc: str = "layers") -> None:
+                   device=None, seconds=None, progress: bool = True, desc: str = "layers",
+                   checkpoint=None) -> None:
     """The sequential pass: for each decoder layer, accumulate its linears' Hessians on the
     current inputs, call visit(index, layer, {linear name: accumulator}) (which may change
-    the layer's weights), then run the inputs through the layer to get the next inputs."""
+    the layer's weights), then run the inputs through the layer to get the next inputs.
+
+    `checkpoint` (a resume.RunCheckpoint) stores each finished layer and its outputs, and
+    lets an interrupted pass continue after the last stored layer."""
     arch = architecture(model)
     layers = decoder_layers(model)
     device = torch.device(device) if device is not None else _model_device(model)
@@ -151,7 +155,10 @@ def layer_by_layer(model: nn.Module, windows: torch.Tensor, visit, batch_size: i
     calls = [(x, _to(args, device), _to(kwargs, device)) for x, args, kwargs in calls]
     seconds["capture"] += time.perf_counter() - t0
     hessian_before = seconds["hessian"]
-    for i in tqdm(range(len(layers)), desc=desc, disable=not progress):
+    start = 0
+    if checkpoint is not None:
+        start, calls = checkpoint.restore(layers, calls)
+    for i in tqdm(range(start, len(layers)), desc=desc, disable=not progress):
         home = _model_device(layers[i])
         layer = layers[i].to(device)
         accumulators = _accumulate_hessians(layer, arch.linears, calls, device, seconds)
@@ -164,6 +171,8 @@ def layer_by_layer(model: nn.Module, windows: torch.Tensor, visit, batch_size: i
                 calls[k] = (out[0] if isinstance(out, tuple) else out, args, kwargs)
         seconds["forward"] += time.perf_counter() - t
         layers[i] = layer.to(home)
+        if checkpoint is not None:
+            checkpoint.save(i, layers[i], calls, last=i == len(layers) - 1)
     seconds["forward"] -= seconds["hessian"] - hessian_before  # hooks ran inside forwards
 
 
@@ -184,20 +193,23 @@ def layer_hessian_diagonals(model: nn.Module, windows: torch.Tensor, batch_size:
 def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, float],
                 saliency: str = "obs", prune_n: int = 0, prune_m: int = 0, wbits: int = 16,
                 blocksize: int = 128, percdamp: float = 0.01, batch_size: int = 8,
-                device: str | torch.device | None = None, progress: bool = True) -> dict:
+                device: str | torch.device | None = None, progress: bool = True,
+                checkpoint=None) -> dict:
     """Prune `model` in place, layer by layer; returns a report.
 
     `windows`: calibration token ids, nsamples × seqlen. `sparsities`: the target sparsity of
     every prunable matrix, keyed by full name (see models.prunable_linears).
     The report holds, per matrix, the target, the zeros counted afterwards, its size and
     mean(diag H) (the free layer-wise sensitivity proxy of METHOD.md §3), and the wall time
-    split into capture, layer forwards, Hessian accumulation and solver.
+    split into capture, layer forwards, Hessian accumulation and solver. With a `checkpoint`
+    (resume.RunCheckpoint) an interrupted pass resumes; `resumed_layers` lists the layers
+    loaded from it instead of computed.
     """
     check_args(0.0, saliency, prune_n, prune_m, wbits)
     linears = _check_sparsities(model, sparsities)
     arch = architecture(model)
     seconds = defaultdict(float)
-    matrices = {}
+    matrices = checkpoint.report if checkpoint is not None else {}
 
     def prune(named: dict[str, nn.Linear], H):
         """Prune linears that share the Hessian H in one solve (solver.prune_weights)."""
@@ -230,5 +242,6 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
             prune(named, acc.H)
 
     layer_by_layer(model, windows, prune_layer, batch_size, device, seconds, progress,
-                   desc="pruning layers")
-    return {"matrices": matrices, "seconds": dict(seconds), "tokens": int(windows.numel())}
+                   desc="pruning layers", checkpoint=checkpoint)
+    return {"matrices": matrices, "seconds": dict(seconds), "tokens": int(windows.numel()),
+            "resumed_layers": checkpoint.resumed_layers if checkpoint is not None else []}

@@ -1,0 +1,199 @@
+"""Bad input, tried systematically: every case ends in one line `samrepro: error: …` that
+names the problem, exit status 2, no traceback, and nothing written (neither --json nor
+--save exists afterwards). README's "Faults and bad input" table lists these cases."""
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from samrepro.cli import main
+
+
+def _data_copy(tmp_path: Path, data_dir: Path) -> Path:
+    """A data folder of links to the local corpora, whose files a case may then replace."""
+    folder = tmp_path / "data"
+    for sub in ("wikitext2", "ptb", "c4"):
+        (folder / sub).mkdir(parents=True)
+        for f in (data_dir / sub).iterdir():
+            (folder / sub / f.name).symlink_to(f)
+    return folder
+
+
+def _replace(folder: Path, path: str, data: bytes | None) -> None:
+    (folder / path).unlink(missing_ok=True)
+    if data is not None:
+        (folder / path).write_bytes(data)
+
+
+def _data(path: str, make) -> callable:
+    """Case set-up: a copy of the data folder with `path` replaced by make(original bytes)
+    (None: the file is removed)."""
+    def prepare(tmp_path, data_dir):
+        folder = _data_copy(tmp_path, data_dir)
+        original = (data_dir / path).read_bytes() if (data_dir / path).exists() else b""
+        _replace(folder, path, make(original))
+        return ["--data-dir", str(folder)]
+    return prepare
+
+
+def _model(kind: str) -> callable:
+    """Case set-up: a local checkpoint folder that is wrong in one way."""
+    def prepare(tmp_path, data_dir):
+        from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+        from samrepro.models import embedded_checkpoint, load_tokenizer
+
+        folder = tmp_path / f"model-{kind}"
+        small = dict(vocab_size=49152, hidden_size=16, intermediate_size=32,
+                     num_attention_heads=2, num_key_value_heads=2)
+        if kind == "gpt2":  # an architecture samrepro does not know
+            model = GPT2LMHeadModel(GPT2Config(vocab_size=49152, n_embd=16, n_layer=1, n_head=2))
+        else:
+            layers = 0 if kind == "no-layers" else 1
+            model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=layers, **small))
+        model.save_pretrained(folder)
+        if kind == "bin-only":  # transformers writes safetensors only: make the old format
+            import torch
+
+            torch.save(model.state_dict(), folder / "pytorch_model.bin")
+            (folder / "model.safetensors").unlink()
+        load_tokenizer(str(embedded_checkpoint())).save_pretrained(folder)
+        return ["--model", str(folder)]
+    return prepare
+
+
+def _file(name: str, text: str) -> callable:
+    def prepare(tmp_path, data_dir):
+        (tmp_path / name).write_text(text)
+        return [str(tmp_path / name)]
+    return prepare
+
+
+def _sensitivity(tmp_path, data_dir):
+    from samrepro.models import load_model, prunable_linears
+
+    names = prunable_linears(load_model("tiny-llama")[0])
+    path = tmp_path / "sens.json"
+    path.write_text(json.dumps({"matrices": {n: {"trace": 1.0 + k} for k, n in enumerate(names)}}))
+    return ["--sensitivity", str(path)]
+
+
+def _truncated_gzip(original: bytes) -> bytes:
+    whole = gzip.compress(b'{"text": "a document"}\n' * 2000)
+    return whole[: len(whole) // 2]
+
+
+# (case id, arguments, set-up adding arguments or None, what the message must say)
+CASES = [
+    ("sparsity-above-one", ["--sparsity", "1.5"], None, "[0, 1)"),
+    ("sparsity-negative", ["--sparsity", "-0.2"], None, "[0, 1)"),
+    ("sparsity-nan", ["--sparsity", "nan"], None, "[0, 1)"),
+    ("sparsity-missing", [], None, "give --sparsity"),
+    ("alpha-negative", ["--sparsity", "0.5", "--alpha", "-1"], None, "--alpha must be in [0, 1)"),
+    ("alpha-one", ["--sparsity", "0.5", "--alpha", "1"], None, "--alpha must be in [0, 1)"),
+    ("alpha-too-wide", ["--sparsity", "0.5", "--allocation", "exact", "--alpha", "0.7"],
+     _sensitivity, "too wide"),
+    ("wbits-1", ["--sparsity", "0.5", "--wbits", "1"], None, "wbits must be 16"),
+    ("wbits-20", ["--sparsity", "0.5", "--wbits", "20"], None, "wbits must be 16"),
+    ("nm-4:4", ["--nm", "4:4"], None, "0 < N < M"),
+    ("nm-0:4", ["--nm", "0:4"], None, "0 < N < M"),
+    ("nm-2:0", ["--nm", "2:0"], None, "0 < N < M"),
+    ("nm-and-other-sparsity", ["--sparsity", "0.6", "--nm", "2:4"], None, "agree"),
+    ("nm-and-mixed-allocation", ["--nm", "2:4", "--allocation", "paper"], None,
+     "cannot be combined"),
+    ("unknown-hub-model", ["--sparsity", "0.5", "--model", "no-such-org/no-such-model"], None,
+     "could not load model"),
+    ("unsupported-architecture", ["--sparsity", "0.5"], _model("gpt2"), "is not supported"),
+    ("model-without-prunable-layers", ["--sparsity", "0.5"], _model("no-layers"),
+     "no prunable linear layers"),
+    ("bin-only-checkpoint", ["--sparsity", "0.5"], _model("bin-only"), "--allow-bin-weights"),
+    ("seqlen-over-context", ["--sparsity", "0.5", "--seqlen", "100000"], None, "context"),
+    ("seqlen-zero", ["--sparsity", "0.5", "--seqlen", "0"], None, "at least 1"),
+    ("nsamples-zero", ["--sparsity", "0.5", "--nsamples", "0"], None, "at least 1"),
+    ("eval-windows-zero", ["--sparsity", "0.5", "--eval-windows", "0"], None, "at least 1"),
+    ("data-folder-missing", ["--sparsity", "0.5", "--data-dir", "/nonexistent/folder"], None,
+     "does not exist"),
+    ("data-folder-without-test-split", ["--sparsity", "0.5"],
+     _data("ptb/ptb.test.txt", lambda b: None), "PTB test not found"),
+    ("no-local-train-split", ["--sparsity", "0.5", "--calib", "wikitext2"], None,
+     "WikiText-2 raw train not found"),
+    ("empty-eval-text", ["--sparsity", "0.5"], _data("ptb/ptb.test.txt", lambda b: b""),
+     "fewer than one window"),
+    ("empty-train-text", ["--sparsity", "0.5", "--calib", "ptb"], _data("ptb/ptb.train.txt", lambda b: b"\n\n"),
+     "not more than seqlen"),
+    ("eval-file-not-text", ["--sparsity", "0.5"],
+     _data("ptb/ptb.test.txt", lambda b: bytes(range(256)) * 8), "is not UTF-8 text"),
+    ("c4-sample-truncated", ["--sparsity", "0.5", "--calib", "c4"],
+     _data("c4/c4_validation_2k.jsonl", lambda b: b[: len(b) // 2]), "truncated"),
+    ("c4-sample-wrong-format", ["--sparsity", "0.5", "--calib", "c4"],
+     _data("c4/c4_validation_2k.jsonl", lambda b: b"id,text\n1,hello\n" * 2000),
+     "expected a JSON object with a 'text' field"),
+    ("c4-shard-truncated-gzip", ["--sparsity", "0.5", "--calib", "c4"],
+     _data("c4/c4-train.00000-of-01024.json.gz", _truncated_gzip), "truncated"),
+    ("sensitivity-file-not-json", ["--sparsity", "0.5", "--allocation", "exact", "--sensitivity"],
+     _file("bad.json", "{not json"), "not a readable"),
+]
+
+
+@pytest.mark.parametrize("args, prepare, message", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, capsys, data_dir, args, prepare, message):
+    out, saved = tmp_path / "out" / "run.json", tmp_path / "out" / "pruned"
+    extra = prepare(tmp_path, data_dir) if prepare else []
+    capsys.readouterr()  # what the set-up printed
+    code = main(["prune", "--model", "tiny-llama", "--calib", "c4", "--nsamples", "2",
+                 "--seqlen", "32", "--eval", "ptb", "--eval-windows", "1", "--quiet",
+                 "--json", str(out), "--save", str(saved), *args, *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("samrepro: error:") and "\n" not in err, err
+    assert message in err, err
+    assert "Traceback" not in err
+    assert not out.exists() and not saved.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [["--sparsity", "half"], ["--nm", "2-4"],
+                                  ["--sparsity", "0.5", "--saliency", "random"],
+                                  ["--sparsity", "0.5", "--eval", "wikitext3"]],
+                         ids=["sparsity-not-a-number", "nm-not-n:m", "unknown-saliency",
+                              "unknown-dataset"])
+def test_malformed_flags_are_refused_by_argparse(tmp_path, capsys, args):
+    """argparse's own refusal: usage line and one error line, exit status 2."""
+    out = tmp_path / "run.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", "--model", "tiny-llama", *args, "--json", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "error:" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_finished_save_folder_of_another_run_is_refused(tmp_path, capsys, data_dir):
+    """--save never overwrites: a folder holding other weights is an error, nothing changes."""
+    saved = tmp_path / "pruned"
+    base = ["prune", "--model", "tiny-llama", "--calib", "c4", "--nsamples", "2", "--seqlen",
+            "32", "--eval", "", "--quiet", "--save", str(saved)]
+    assert main([*base, "--sparsity", "0.5"]) == 0
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    assert main([*base, "--sparsity", "0.5"]) == 0  # the same run again: the same weights
+    assert main([*base, "--sparsity", "0.6"]) == 2
+    assert "holds another pruned model" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    shutil.rmtree(saved)
+
+
+def test_bin_weights_load_only_with_the_explicit_opt_in(tmp_path, data_dir):
+    import torch
+
+    from samrepro.errors import UserError
+    from samrepro.models import load_model
+
+    args = _model("bin-only")(tmp_path, data_dir)
+    with pytest.raises(UserError, match="--allow-bin-weights"):
+        load_model(args[1])
+    model, _ = load_model(args[1], allow_bin_weights=True)
+    stored = torch.load(Path(args[1]) / "pytorch_model.bin", weights_only=True)
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight,
+                       stored["model.layers.0.mlp.up_proj.weight"])
