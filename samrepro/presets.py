@@ -20,6 +20,7 @@ PRESETS: dict[str, dict] = {
         # exercises the mixed-allocation path here
         "estimator": "fisher", "probes": 4, "rel_tol": 1.0,
         "sparsities": [0.5], "figure3_sparsities": [0.5, 0.8], "zero_shot_limit": 2,
+        "zero_shot_settings": ["zero-shot"],  # the leaderboard's 25-shot prompts: unit tests
     },
     "embedded": {
         "models": ["embedded"],
@@ -27,6 +28,7 @@ PRESETS: dict[str, dict] = {
         "estimator": "hutchinson", "probes": 64, "rel_tol": 0.2,
         "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
         "zero_shot_limit": 10,  # documents a task: ~5 CPU-minutes a model for both settings
+        "zero_shot_settings": ["zero-shot", "leaderboard"],
     },
     "paper": {
         "models": ["huggyllama/llama-7b", "meta-llama/Llama-2-7b-hf", "facebook/opt-1.3b"],
@@ -34,6 +36,7 @@ PRESETS: dict[str, dict] = {
         "estimator": "hutchinson", "probes": 200, "rel_tol": 0.1,
         "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
         "zero_shot_limit": None,
+        "zero_shot_settings": ["zero-shot", "leaderboard"],
     },
 }
 

@@ -22,7 +22,8 @@ from .presets import preset, split_model
 from .provenance import warn_if_versions_differ
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
-                "probes", "rel_tol", "sparsities", "figure3_sparsities", "zero_shot_limit")
+                "probes", "rel_tol", "sparsities", "figure3_sparsities", "zero_shot_limit",
+                "zero_shot_settings")
 
 
 def paper_reference() -> dict:

@@ -89,12 +89,13 @@ ACCURACY = {"arc_challenge": "arc", "hellaswag": "hellaswag", "truthfulqa_mc2": 
 
 def table3(s: dict):
     """Accuracy (%) of dense, SparseGPT and the method (ISC + exact allocation) at the first
-    sparsity, in both settings (METHOD.md §6: the paper's dense rows are the leaderboard's),
+    sparsity, in the preset's settings (METHOD.md §6: the paper's dense rows are the
+    leaderboard's),
     on the first `zero_shot_limit` documents of each task, with standard errors."""
     p = s["sparsities"][0]
     methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours-exact": dict(sparsity=p, saliency="isc", allocation="exact")}
-    settings = ("zero-shot", "leaderboard")
+    settings = tuple(s["zero_shot_settings"])
     runs = [(m, name) for m in s["models"] for name in methods]
     results = run_all(s, [config(s, m, eval=(), tasks=tuple(ACCURACY), settings=settings,
                                  limit=s["zero_shot_limit"], **methods[name])
