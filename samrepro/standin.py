@@ -269,7 +269,9 @@ offline, where no OPT checkpoint can be downloaded. It knows only PTB's vocabula
 - training: {c['steps']} steps × {c['batch']} windows × {c['seqlen']} tokens ({r['tokens_seen']:,} tokens),
   AdamW (lr {c['lr']}, warm-up {c['warmup']}, cosine to 10%, weight decay {c['weight_decay']}),
   seed {c['seed']}, {r['torch_threads']} torch threads, deterministic algorithms;
-  {r['train_seconds'] / 60:.1f} min on this CPU
+  {r['train_seconds'] / 60:.1f} min on this CPU; {r['tokens_seen'] / r['train_tokens']:.2f} epochs of PTB train, so the
+  model is short-trained (its loss was still falling): a weak language model, good enough to
+  exercise pruning on learned OPT weights, not to stand for OPT's quality
 - **PTB valid perplexity {v['ppl']:.2f}** ({v['windows']} windows of {c['seqlen']} tokens), against
   {v['unigram_ppl']:.1f} for an add-one smoothed unigram model (same tokenizer, fitted on PTB train,
   scored on the same tokens)
