@@ -75,3 +75,18 @@ def test_the_stand_in_calibrates_on_ptb_and_the_others_on_c4():
     assert config(s, STANDIN, sparsity=0.5).calib == "ptb"
     assert config(s, "embedded", sparsity=0.5).calib == "c4"
     assert config(s, STANDIN, sparsity=0.5, calib="c4").calib == "c4"  # an explicit choice wins
+
+
+@needs_checkpoint
+def test_cli_prunes_the_stand_in_with_ptb_calibration_by_default(tmp_path):
+    from samrepro.cli import main
+
+    out = tmp_path / "run.json"
+    args = ["prune", "--model", STANDIN, "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "64",
+            "--eval", "ptb", "--eval-windows", "1", "--quiet", "--json", str(out)]
+    assert main(args) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["config"]["calib"] == "ptb" and "ptb.train" in result["calibration_source"]
+    assert abs(result["achieved_sparsity"] - 0.5) < 1e-3
