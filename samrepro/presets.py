@@ -22,9 +22,11 @@ PRESETS: dict[str, dict] = {
         "sparsities": [0.5], "figure3_sparsities": [0.5, 0.8], "zero_shot_limit": 8,
     },
     "embedded": {
-        # SmolLM2-135M (a LLaMA), and a small OPT trained on PTB: a stand-in for the OPT
-        # family (samrepro.standin), calibrated on PTB (models.default_calibration)
-        "models": ["embedded", "opt-ptb-standin"],
+        # SmolLM2-135M (a LLaMA). The OPT stand-in (samrepro.standin; -p models
+        # '["embedded", "opt-ptb-standin"]') is not in the default list yet: it is short-trained,
+        # and an 8-probe Hutchinson estimate gave 13 of its 24 matrices a negative trace, which
+        # the mixed allocations refuse once significant (README, "An OPT stand-in").
+        "models": ["embedded"],
         "nsamples": 32, "seqlen": 512, "eval_windows": 20, "batch_size": 8,
         "estimator": "hutchinson", "probes": 64, "rel_tol": 0.2,
         "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
