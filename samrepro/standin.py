@@ -301,10 +301,11 @@ METHODS = {
 
 
 def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seqlen: int = 512,
-                  eval_windows: int | None = None, probes: int = 64, progress: bool = True) -> dict:
+                  eval_windows: int | None = None, probes: int = 64, estimator: str = "hutchinson",
+                  progress: bool = True) -> dict:
     """Dense, magnitude, SparseGPT and the method on the stand-in, PTB test perplexity, with
     the verdicts on the paper's claims C1-C3 (METHOD.md §7). Calibration: PTB train windows;
-    sensitivities: Hutchinson (cached). Runs go through experiments.run (cached by config)."""
+    sensitivities: Hutchinson (or `estimator`; cached). Runs go through experiments.run."""
     from .experiments import RunConfig, run
     from .models import default_calibration
     from .report import verdict
@@ -313,7 +314,7 @@ def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seql
     for label, (fixed, saliency, allocation) in METHODS.items():
         for p in ([0.0] if fixed == 0.0 else sparsities):
             cfg = RunConfig(model=NAME, sparsity=p, saliency=saliency, allocation=allocation,
-                            estimator="hutchinson", calib=default_calibration(NAME),
+                            estimator=estimator, calib=default_calibration(NAME),
                             nsamples=nsamples, seqlen=seqlen, eval=("ptb",),
                             eval_windows=eval_windows, probes=probes, rel_tol=0.2)
             r = run(cfg, data_dir, progress=progress)
@@ -343,7 +344,7 @@ def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seql
               verdict("C3", "the method's advantage over SparseGPT grows with sparsity", c3)]
     settings = {"model": NAME, "label": "STAND-IN for the OPT family", "calibration": "ptb train",
                 "nsamples": nsamples, "seqlen": seqlen, "eval": "ptb test",
-                "eval_windows": eval_windows, "estimator": "hutchinson", "probes": probes,
+                "eval_windows": eval_windows, "estimator": estimator, "probes": probes,
                 "rel_tol": 0.2}
     return {"settings": settings, "rows": rows, "claims": claims}
 
@@ -376,6 +377,18 @@ def write_table(table: dict, record: dict, folder: Path) -> None:
     write_text(folder / "opt-standin.md", "\n".join(lines) + "\n")
 
 
+def _table(args) -> int:
+    from .report import results_dir
+
+    table = pruning_table(data_dir=args.data_dir, eval_windows=args.eval_windows,
+                          estimator=args.estimator, progress=not args.quiet)
+    record = json.loads((STANDIN_CHECKPOINT / "training.json").read_text(encoding="utf-8"))
+    write_table(table, record, Path(args.out) if args.out else results_dir() / "embedded")
+    print("\n".join(f"{r['method']:36s} {r['sparsity']:.0%}  ppl {r['ptb']:.2f}"
+                    for r in table["rows"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m samrepro.standin",
                                      description=__doc__.splitlines()[0])
@@ -392,19 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data-dir", default=None)
     t.add_argument("--eval-windows", type=int, default=None, help="default: all of PTB test")
     t.add_argument("--out", default=None, help="folder (default: results/embedded)")
+    t.add_argument("--estimator", choices=("hutchinson", "fisher"), default="hutchinson",
+                   help="sensitivities for the exact allocation (fisher is never negative)")
     t.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "table":
-        from .report import results_dir
-
-        table = pruning_table(data_dir=args.data_dir, eval_windows=args.eval_windows,
-                              progress=not args.quiet)
-        record = json.loads((STANDIN_CHECKPOINT / "training.json").read_text(encoding="utf-8"))
-        write_table(table, record, Path(args.out) if args.out else results_dir() / "embedded")
-        print("\n".join(f"{r['method']:36s} {r['sparsity']:.0%}  ppl {r['ptb']:.2f}"
-                        for r in table["rows"]))
-        return 0
     try:
+        if args.command == "table":
+            return _table(args)
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
             raise UserError(f"--out {out} exists and is not empty: choose a new folder")
