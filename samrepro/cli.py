@@ -20,6 +20,7 @@ from .errors import UserError, check_sparsity
 from .experiments import (DTYPES, SAVE_MARK, RunConfig, default_device, load,
                           prune_and_evaluate, sensitivity_for, traces, versions)
 from .files import write_json
+from .models import default_calibration
 from .sensitivity import ESTIMATORS, layer_sensitivity
 from .solver import SALIENCIES, check_args
 
@@ -54,8 +55,10 @@ def _datasets(text: str) -> list[str]:
 def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by every command: the model, the calibration data, the machine."""
     p.add_argument("--model", required=True,
-                   help="hub id, local folder, 'embedded' (SmolLM2-135M), tiny-llama or tiny-opt")
-    p.add_argument("--calib", choices=DATASETS, default="c4")
+                   help="hub id, local folder, 'embedded' (SmolLM2-135M), 'opt-ptb-standin' "
+                        "(a small OPT trained on PTB: a stand-in for OPT), tiny-llama or tiny-opt")
+    p.add_argument("--calib", choices=DATASETS, default=None,
+                   help="calibration corpus (default: c4; ptb for the opt-ptb-standin model)")
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows")
     p.add_argument("--seqlen", type=int, default=2048, help="tokens per window")
     p.add_argument("--data-dir", default=None, help="local data folder (else SAMREPRO_DATA_DIR, else the hub)")
@@ -158,6 +161,8 @@ def _config(args, **overrides) -> RunConfig:
     fields = set(RunConfig.__dataclass_fields__) - {"extra"}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values.update(overrides)
+    if values.get("calib") is None:
+        values["calib"] = default_calibration(args.model)
     for name in ("eval", "tasks", "settings"):
         if name in values:
             values[name] = tuple(values[name])
@@ -220,7 +225,7 @@ def run_sensitivity(args) -> dict:
     config = _config(args, sparsity=0.0)
     device = default_device(args.device)
     model, tokenizer = load(config, device)
-    windows, corpus = calibration_windows(args.calib, tokenizer, args.nsamples, args.seqlen,
+    windows, corpus = calibration_windows(config.calib, tokenizer, args.nsamples, args.seqlen,
                                           args.seed, args.data_dir)
     estimate = sensitivity_for(config, model, windows, corpus, args.estimator, device,
                                not args.quiet)

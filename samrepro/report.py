@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .experiments import RunConfig, default_device, run, versions
 from .files import write_json, write_text
+from .models import default_calibration
 from .presets import preset, split_model
 from .provenance import warn_if_versions_differ
 
@@ -95,6 +96,7 @@ def settings(preset_name: str | None = None, **overrides) -> dict:
 def config(s: dict, model_spec: str, **fields) -> RunConfig:
     """A RunConfig for one model of the settings `s`, with per-run fields (sparsity, …)."""
     name, layers = split_model(model_spec)
+    fields.setdefault("calib", default_calibration(name))
     return RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],
                      eval_windows=s["eval_windows"], estimator=s["estimator"],
                      probes=s["probes"], rel_tol=s["rel_tol"], batch_size=s["batch_size"],

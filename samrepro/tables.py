@@ -231,8 +231,9 @@ def figure2_claim(matrices_by_model: dict[str, pd.DataFrame]) -> dict:
         by_type = matrices.groupby("type")["trace"].mean().sort_values(ascending=False)
         top2 = list(by_type.index[:2])
         order = ", ".join(f"{t} {v:.3g}" for t, v in by_type.items())
+        down = "fc2" if "fc2" in by_type else "down_proj"  # OPT's down projection is fc2
         evidence += [(t in top2, f"{model}: {t} among the top two (mean by type: {order})")
-                     for t in ("v_proj", "down_proj")]
+                     for t in ("v_proj", down)]
     return verdict("C6", "v_proj and down_proj are the most sensitive matrix types", evidence)
 
 

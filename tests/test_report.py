@@ -20,6 +20,9 @@ def test_claims_follow_the_numbers():
     matrices = {"m": pd.DataFrame({"type": ["q_proj", "v_proj", "down_proj", "up_proj"],
                                    "trace": [1.0, 3.0, 0.5, 2.0]})}
     assert tables.figure2_claim(matrices)["verdict"] == "partly (1 of 2)"
+    opt = {"m": pd.DataFrame({"type": ["q_proj", "v_proj", "fc1", "fc2"],
+                              "trace": [1.0, 3.0, 0.5, 2.0]})}  # OPT: fc2 is the down projection
+    assert tables.figure2_claim(opt)["verdict"] == "holds"
 
 
 def test_regression_check_fails_when_numbers_move(tmp_path, monkeypatch):

@@ -1,0 +1,432 @@
+"""A small OPT trained here on PTB: a STAND-IN for the OPT family, not an OPT checkpoint.
+
+The paper prunes OPT and LLaMA models. No OPT checkpoint can be downloaded offline, so this
+module trains a small `OPTForCausalLM` (same architecture and prunable linears as OPT-125m…66b:
+q, k, v, out_proj, fc1, fc2; METHOD.md §1) with its own byte-level BPE tokenizer on PTB train
+(lines stripped and joined with " ", as METHOD.md §6 reads PTB). Its weights are committed
+under samrepro/checkpoints/opt-ptb-standin/ and load offline as `load_model("opt-ptb-standin")`.
+
+    python -m samrepro.standin train --out DIR            # the committed checkpoint (~15 min)
+    python -m samrepro.standin train --out DIR --steps 20  # a quick run
+
+Determinism: one code path, seeded (torch and the window sampler), a fixed number of torch
+threads (`--threads`, default 2), and torch.use_deterministic_algorithms(True); with the same
+torch version, machine and thread count, two runs give bit-identical weights (tests check it).
+The tokenizer's BPE training is deterministic for a given corpus and vocabulary size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .data import load_corpus, tokenize
+from .errors import UserError
+from .files import save_model, write_json, write_text
+from .models import STANDIN as NAME
+from .models import STANDIN_CHECKPOINT
+SPECIAL = "</s>"  # OPT's BOS/EOS/PAD token; the tokenizer adds none by itself
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained weights (with the data and the torch build)."""
+
+    vocab_size: int = 8192
+    hidden: int = 192
+    layers: int = 4
+    heads: int = 4
+    ffn: int = 768
+    seqlen: int = 512  # training windows = the context = the embedded preset's eval windows
+    batch: int = 4
+    steps: int = 180
+    lr: float = 2.5e-3
+    warmup: int = 20
+    weight_decay: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    train_lines: int | None = None  # use only the first N PTB train lines (quick runs, tests)
+    valid_windows: int | None = None  # score only the first K PTB valid windows (tests)
+
+
+def train_tokenizer(lines: list[str], vocab_size: int):
+    """A byte-level BPE (GPT-2/OPT style) trained on `lines`, as a PreTrainedTokenizerFast.
+
+    Byte-level pre-tokenization and decoding make decode(encode(text)) == text for any text.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    # Words with their leading space (" <unk>", " n't" stay whole, unlike GPT-2's regex), then
+    # bytes as characters.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r" ?\S+|\s+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SPECIAL],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(lines, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL,
+                                   pad_token=SPECIAL, model_max_length=1 << 30)
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, special_id: int):
+    """A freshly initialised OPTForCausalLM (pre-LayerNorm like OPT-125m, tied embeddings)."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    config = OPTConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, ffn_dim=cfg.ffn,
+                       num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+                       max_position_embeddings=cfg.seqlen, word_embed_proj_dim=cfg.hidden,
+                       do_layer_norm_before=True, enable_bias=True, dropout=0.0,
+                       attention_dropout=0.0, activation_dropout=0.0, bos_token_id=special_id,
+                       eos_token_id=special_id, pad_token_id=special_id,
+                       tie_word_embeddings=True)
+    return OPTForCausalLM(config)
+
+
+def unigram_perplexity(fit_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
+    """Perplexity of an add-one smoothed unigram model fitted on `fit_ids`, on `eval_ids`."""
+    counts = torch.bincount(fit_ids, minlength=vocab_size).double() + 1.0
+    logp = counts.log() - counts.sum().log()
+    return math.exp(-float(logp[eval_ids].mean()))
+
+
+def _lr(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train(cfg: TrainConfig, data_dir=None, progress: bool = True):
+    """Train the tokenizer and the model on PTB train; returns (model, tokenizer, record).
+
+    The model comes back in fp32 after a round trip through fp16 (the stored precision), so
+    the perplexities in `record` are those of the checkpoint as it loads.
+    """
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.seqlen < 2 or cfg.threads < 1:
+        raise UserError("--steps, --batch and --threads must be at least 1, --seqlen at least 2")
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(cfg, data_dir, progress)
+    finally:  # leave the process as it was (the tests run in one process)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(cfg: TrainConfig, data_dir, progress: bool):
+    from tqdm.auto import tqdm
+
+    from .evaluate import perplexity
+
+    started = time.perf_counter()
+    corpus = load_corpus("ptb", "train", data_dir)
+    lines = corpus.docs[:cfg.train_lines] if cfg.train_lines else corpus.docs
+    tokenizer = train_tokenizer(lines, cfg.vocab_size)
+    ids = tokenize(tokenizer, " ".join(lines))  # joined as METHOD.md §6 joins PTB
+    if ids.numel() <= cfg.seqlen:
+        raise UserError(f"PTB train gives {ids.numel()} tokens, not more than seqlen={cfg.seqlen}")
+    special_id = tokenizer.convert_tokens_to_ids(SPECIAL)
+    model = build_model(cfg, len(tokenizer), special_id)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": other, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(0.9, 0.95))
+    sampler = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="training the OPT stand-in", disable=not progress)
+    for step in bar:
+        starts = torch.randint(0, ids.numel() - cfg.seqlen, (cfg.batch,), generator=sampler)
+        batch = torch.stack([ids[s:s + cfg.seqlen] for s in starts.tolist()])
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, cfg)
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    train_seconds = time.perf_counter() - started
+    model.eval()
+    model.config.use_cache = False
+    model.half().float()  # the stored precision: evaluate what will load
+    valid = load_corpus("ptb", "validation", data_dir)
+    valid_ids = tokenize(tokenizer, valid.text)
+    ppl = perplexity(model, valid_ids, cfg.seqlen, cfg.valid_windows, batch_size=8, progress=progress,
+                     desc="perplexity PTB valid")
+    # the unigram baseline scores the same predicted tokens (each window's first is context)
+    windows = valid_ids[:ppl["windows"] * cfg.seqlen].view(ppl["windows"], cfg.seqlen)
+    record = {
+        "name": NAME, "label": "STAND-IN for the OPT family (not an OPT checkpoint)",
+        "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
+        "train_tokens": ids.numel(), "tokens_seen": cfg.steps * cfg.batch * cfg.seqlen,
+        "train_data": {"source": corpus.source, "lines": len(lines),
+                       **_data_hash(data_dir, "train")},
+        "train_seconds": round(train_seconds, 1), "torch_threads": cfg.threads,
+        "versions": _versions(),
+        "valid": {"source": valid.source, "ppl": ppl["ppl"], "windows": ppl["windows"],
+                  "tokens": ppl["tokens"],
+                  "unigram_ppl": unigram_perplexity(ids, windows[:, 1:].reshape(-1),
+                                                    len(tokenizer))},
+        "losses": losses,
+    }
+    return model, tokenizer, record
+
+
+def _data_hash(data_dir, split: str) -> dict:
+    from .data import data_dir as resolve
+
+    folder = resolve(data_dir)
+    if folder is None:
+        return {}
+    stem = {"train": "train", "validation": "valid", "test": "test"}[split]
+    return {"sha256": file_sha256(folder / "ptb" / f"ptb.{stem}.txt")}
+
+
+def _versions() -> dict:
+    from .experiments import versions
+
+    found = versions()
+    try:
+        import tokenizers
+
+        found["tokenizers"] = tokenizers.__version__
+    except ImportError:
+        pass
+    return found
+
+
+def save(model, tokenizer, record: dict, out: Path, command: str) -> Path:
+    """The checkpoint (fp16 safetensors, tokenizer), training.json, loss.{csv,png}, README.md."""
+    model.half()
+    try:
+        save_model(model, tokenizer, out)
+    finally:
+        model.float()
+    record = {**record, "command": command}
+    write_json(out / "training.json", record)
+    write_text(out / "loss.csv", "step,loss\n" + "".join(
+        f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(record["losses"])))
+    _plot_losses(record["losses"], out / "loss.png")
+    write_text(out / "README.md", model_card(record))
+    return out
+
+
+def _plot_losses(losses: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(range(1, len(losses) + 1), losses, lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats/token)")
+    ax.set_title(f"{NAME}: a stand-in for the OPT family, PTB train")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def model_card(r: dict) -> str:
+    c, v = r["config"], r["valid"]
+    return f"""# {NAME}: a STAND-IN for the OPT family
+
+**This is not an OPT checkpoint.** It is a small `OPTForCausalLM` (the OPT architecture, with
+OPT's prunable linears q/k/v/out_proj/fc1/fc2) trained by samrepro on Penn Treebank, so that
+the pruning methods can be exercised on an OPT-architecture model with learned weights
+offline, where no OPT checkpoint can be downloaded. It knows only PTB's vocabulary and style
+(lower case, `<unk>`, `N` for numbers): its WikiText-2 and C4 perplexities mean little.
+
+- architecture: {c['layers']} decoder layers, hidden {c['hidden']}, {c['heads']} heads, ffn {c['ffn']},
+  context {c['seqlen']}, pre-LayerNorm, tied embeddings; {r['parameters']:,} parameters,
+  stored in fp16 (`model.safetensors`), loaded as fp32
+- tokenizer: byte-level BPE, {c['vocab_size']} tokens, trained on the same PTB train text; adds no BOS
+- data: {r['train_data']['source']} ({r['train_data']['lines']} lines stripped and joined with " ",
+  {r['train_tokens']:,} tokens), sha256 `{r['train_data'].get('sha256', 'n/a')}`
+- training: {c['steps']} steps × {c['batch']} windows × {c['seqlen']} tokens ({r['tokens_seen']:,} tokens),
+  AdamW (lr {c['lr']}, warm-up {c['warmup']}, cosine to 10%, weight decay {c['weight_decay']}),
+  seed {c['seed']}, {r['torch_threads']} torch threads, deterministic algorithms;
+  {r['train_seconds'] / 60:.1f} min on this CPU; {r['tokens_seen'] / r['train_tokens']:.2f} epochs of PTB train, so the
+  model is short-trained (its loss was still falling): a weak language model, good enough to
+  exercise pruning on learned OPT weights, not to stand for OPT's quality
+- **PTB valid perplexity {v['ppl']:.2f}** ({v['windows']} windows of {c['seqlen']} tokens), against
+  {v['unigram_ppl']:.1f} for an add-one smoothed unigram model (same tokenizer, fitted on PTB train,
+  scored on the same tokens)
+- calibration for pruning: PTB train windows (`samrepro.models.default_calibration`), not
+  the C4 sample, which is out of the model's domain
+
+Made with:
+
+```bash
+{r['command']}
+```
+
+`training.json` holds the full record (config, versions, per-step losses); `loss.csv` and
+`loss.png` the loss curve.
+"""
+
+
+# The pruning table on the stand-in (README): label → (sparsity, saliency, allocation)
+METHODS = {
+    "dense": (0.0, "obs", "uniform"),
+    "magnitude": (None, "magnitude", "uniform"),
+    "SparseGPT (uniform, OBS)": (None, "obs", "uniform"),
+    "uniform, ISC": (None, "isc", "uniform"),
+    "exact allocation, OBS": (None, "obs", "exact"),
+    "the method (exact allocation, ISC)": (None, "isc", "exact"),
+}
+
+
+def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seqlen: int = 512,
+                  eval_windows: int | None = None, probes: int = 64, estimator: str = "hutchinson",
+                  progress: bool = True) -> dict:
+    """Dense, magnitude, SparseGPT and the method on the stand-in, PTB test perplexity, with
+    the verdicts on the paper's claims C1-C3 (METHOD.md §7). Calibration: PTB train windows;
+    sensitivities: Hutchinson (or `estimator`; cached). Runs go through experiments.run."""
+    from .experiments import RunConfig, run
+    from .models import default_calibration
+    from .report import verdict
+
+    rows = []
+    for label, (fixed, saliency, allocation) in METHODS.items():
+        for p in ([0.0] if fixed == 0.0 else sparsities):
+            cfg = RunConfig(model=NAME, sparsity=p, saliency=saliency, allocation=allocation,
+                            estimator=estimator, calib=default_calibration(NAME),
+                            nsamples=nsamples, seqlen=seqlen, eval=("ptb",),
+                            eval_windows=eval_windows, probes=probes, rel_tol=0.2)
+            r = run(cfg, data_dir, progress=progress)
+            ppl = r["perplexity"]["ptb"]
+            rows.append({"method": label, "sparsity": p, "saliency": saliency,
+                         "allocation": allocation,
+                         "achieved_sparsity": round(r["achieved_sparsity"], 4),
+                         "ptb": ppl["ppl"], "ptb_windows": ppl["windows"],
+                         "wall_seconds": round(r["wall_seconds"], 1), "run_id": r["run_id"]})
+
+    def ppl(label, p):
+        return next(r["ptb"] for r in rows if r["method"] == label and r["sparsity"] == p)
+
+    sgpt, ours = "SparseGPT (uniform, OBS)", "the method (exact allocation, ISC)"
+    c1 = [(ppl("uniform, ISC", p) < ppl(sgpt, p),
+           f"{p:.0%}: uniform ISC {ppl('uniform, ISC', p):.2f} vs OBS {ppl(sgpt, p):.2f}")
+          for p in sparsities]
+    c2 = [(ppl(mixed, p) < ppl(uniform, p), f"{p:.0%}: {mixed} {ppl(mixed, p):.2f} vs "
+           f"{uniform} {ppl(uniform, p):.2f}")
+          for p in sparsities for mixed, uniform in (("exact allocation, OBS", sgpt),
+                                                     (ours, "uniform, ISC"), (ours, sgpt))]
+    gains = [(p, (ppl(sgpt, p) - ppl(ours, p)) / ppl(sgpt, p)) for p in sparsities]
+    c3 = [(g1 > g0, f"relative PTB gain of the method over SparseGPT {g0:+.1%} at {p0:.0%} "
+                    f"→ {g1:+.1%} at {p1:.0%}") for (p0, g0), (p1, g1) in zip(gains, gains[1:])]
+    claims = [verdict("C1", "ISC beats OBS at uniform sparsity", c1),
+              verdict("C2", "mixed (exact allocation) beats uniform", c2),
+              verdict("C3", "the method's advantage over SparseGPT grows with sparsity", c3)]
+    settings = {"model": NAME, "label": "STAND-IN for the OPT family", "calibration": "ptb train",
+                "nsamples": nsamples, "seqlen": seqlen, "eval": "ptb test",
+                "eval_windows": eval_windows, "estimator": estimator, "probes": probes,
+                "rel_tol": 0.2}
+    return {"settings": settings, "rows": rows, "claims": claims}
+
+
+def write_table(table: dict, record: dict, folder: Path) -> None:
+    """results/<preset>/opt-standin.{json,md}, written atomically."""
+    from .experiments import versions
+
+    v = record["valid"]
+    data = {**table, "checkpoint": {"train_seconds": record["train_seconds"],
+                                    "valid_ppl": v["ppl"], "valid_unigram_ppl": v["unigram_ppl"],
+                                    "command": record.get("command")},
+            "versions": versions()}
+    write_json(folder / "opt-standin.json", data)
+    lines = [f"# {NAME}: pruning a small OPT trained on PTB (a STAND-IN for the OPT family)", "",
+             "Not an OPT checkpoint: a 4-layer OPTForCausalLM trained here on PTB train "
+             f"({record['train_seconds'] / 60:.1f} min; PTB valid perplexity {v['ppl']:.2f} "
+             f"against {v['unigram_ppl']:.1f} for an add-one unigram model). Calibration: "
+             f"{table['settings']['nsamples']} PTB train windows of {table['settings']['seqlen']} "
+             "tokens; perplexity on PTB test "
+             + ("(all windows)." if table["settings"]["eval_windows"] is None else
+                f"(first {table['settings']['eval_windows']} windows)."), "",
+             "| method | sparsity | achieved sparsity | PTB test ppl |", "|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['sparsity']:.0%} | {r['achieved_sparsity']:.4f} | "
+              f"{r['ptb']:.2f} |" for r in table["rows"]]
+    lines += ["", "## The paper's claims", ""]
+    for c in table["claims"]:
+        lines.append(f"- **{c['claim']}** {c['statement']}: **{c['verdict']}**")
+        lines += [f"  - {e}" for e in c["evidence"]]
+    write_text(folder / "opt-standin.md", "\n".join(lines) + "\n")
+
+
+def _table(args) -> int:
+    from .report import results_dir
+
+    table = pruning_table(data_dir=args.data_dir, eval_windows=args.eval_windows,
+                          estimator=args.estimator, progress=not args.quiet)
+    record = json.loads((STANDIN_CHECKPOINT / "training.json").read_text(encoding="utf-8"))
+    write_table(table, record, Path(args.out) if args.out else results_dir() / "embedded")
+    print("\n".join(f"{r['method']:36s} {r['sparsity']:.0%}  ppl {r['ptb']:.2f}"
+                    for r in table["rows"]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m samrepro.standin",
+                                     description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train the OPT stand-in on PTB train and save it")
+    p.add_argument("--out", required=True, help="a new folder for the checkpoint")
+    p.add_argument("--data-dir", default=None, help="local data folder (else SAMREPRO_DATA_DIR)")
+    p.add_argument("--quiet", action="store_true")
+    for name, value in asdict(TrainConfig()).items():
+        kind = float if isinstance(value, float) else int
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
+    t = sub.add_parser("table", help="prune the committed stand-in by each method; write "
+                       "results/embedded/opt-standin.{json,md}")
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--eval-windows", type=int, default=None, help="default: all of PTB test")
+    t.add_argument("--out", default=None, help="folder (default: results/embedded)")
+    t.add_argument("--estimator", choices=("hutchinson", "fisher"), default="hutchinson",
+                   help="sensitivities for the exact allocation (fisher is never negative)")
+    t.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "table":
+            return _table(args)
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            raise UserError(f"--out {out} exists and is not empty: choose a new folder")
+        cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
+        model, tokenizer, record = train(cfg, args.data_dir, not args.quiet)
+        command = "python -m samrepro.standin " + " ".join(sys.argv[1:] if argv is None else argv)
+        save(model, tokenizer, record, out, command.strip())
+        v = record["valid"]
+        print(f"{NAME}: trained in {record['train_seconds']:.0f} s; PTB valid ppl {v['ppl']:.2f} "
+              f"(unigram {v['unigram_ppl']:.1f}); saved to {out}")
+    except UserError as e:
+        print(f"samrepro: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
