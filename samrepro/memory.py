@@ -100,7 +100,8 @@ class Shape:
     def parameters(self) -> int:
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
         positions = 2050 * self.hidden if self.family == "opt" else 0
-        return self.layers * self.layer_parameters() + embeddings + positions
+        final_norm = 2 * self.hidden if self.family == "opt" else self.hidden
+        return self.layers * self.layer_parameters() + embeddings + positions + final_norm
 
     def prunable_parameters(self) -> int:
         return self.layers * sum(o * n for o, n in self.matrices())
