@@ -154,7 +154,10 @@ def activations_home(device: torch.device, offload_activations: bool | None, mod
 
         free, _total = torch.cuda.mem_get_info(device)
         dtype = next(model.parameters()).dtype
-        placement = choose_placement(model.config, *windows.shape, free, dtype, batch_size)
+        try:
+            placement = choose_placement(model.config, *windows.shape, free, dtype, batch_size)
+        except UserError:  # a family the estimate does not know: keep them on the device
+            placement = "device"
         offload_activations = placement == "offload"
     return torch.device("cpu") if offload_activations else device
 
