@@ -91,3 +91,17 @@ def test_layer_checkpointing_changes_nothing_but_memory():
     for name, entry in plain["matrices"].items():
         assert again["matrices"][name]["trace"] == pytest.approx(entry["trace"], rel=1e-9)
     assert "forward" not in vars(model.model.layers[0])  # the wrapper is removed afterwards
+
+
+def test_entry_point_writes_the_estimate_and_refuses_bad_input(tmp_path, data_dir, capsys):
+    from samrepro.distributed import main
+
+    out = tmp_path / "sens.json"
+    args = ["--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16", "--chunk", "2"]
+    assert main(args + ["--probes", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["probes"] == 4 and result["world_size"] == 1
+    assert len(result["matrices"]) == 14  # 2 layers × 7 matrices
+    assert main(args + ["--probes", "1", "--json", str(tmp_path / "bad.json")]) == 2
+    assert "samrepro: error:" in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
