@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     gpu = torch.cuda.is_available()
+    if gpu and args.device_map == "none":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))  # NCCL uses this GPU
     if "RANK" in os.environ and not dist.is_initialized():
         dist.init_process_group("nccl" if gpu else "gloo")
     try:
