@@ -164,7 +164,7 @@ def activations_home(device: torch.device, offload_activations: bool | None, mod
 
 def layer_by_layer(model: nn.Module, windows: torch.Tensor, visit, batch_size: int = 8,
                    device=None, seconds=None, progress: bool = True, desc: str = "layers",
-                   offload_activations: bool | None = False) -> None:
+                   offload_activations: bool | None = None) -> None:
     """The sequential pass: for each decoder layer, accumulate its linears' Hessians on the
     current inputs, call visit(index, layer, {linear name: accumulator}) (which may change
     the layer's weights), then run the inputs through the layer to get the next inputs.
