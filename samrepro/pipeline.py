@@ -8,7 +8,10 @@
    through the pruned layer; its outputs become the next layer's inputs.
 
 Each layer is moved to `device` while it is processed and back afterwards, so a model kept
-on the CPU can be pruned on a GPU one layer at a time.
+on the CPU can be pruned on a GPU one layer at a time. The calibration activations stay on
+`device` when they fit; with `offload_activations` they are kept on the CPU and moved one
+batch at a time (samrepro.memory predicts which placement a model needs). A layer's
+Hessians are freed before the next layer starts.
 """
 
 from __future__ import annotations
@@ -137,22 +140,48 @@ def _accumulate_hessians(layer: nn.Module, names, calls, device, seconds) -> dic
     return accumulators
 
 
+def activations_home(device: torch.device, offload_activations: bool | None, model: nn.Module,
+                     windows: torch.Tensor, batch_size: int) -> torch.device:
+    """Where the calibration activations live: on `device`, or on the CPU when offloaded.
+
+    None decides by samrepro.memory's estimate against the GPU's free memory (on a CPU
+    device there is nothing to offload to).
+    """
+    if offload_activations is None:
+        if device.type != "cuda":
+            return device
+        from .memory import choose_placement
+
+        free, _total = torch.cuda.mem_get_info(device)
+        dtype = next(model.parameters()).dtype
+        try:
+            placement = choose_placement(model.config, *windows.shape, free, dtype, batch_size)
+        except UserError:  # a family the estimate does not know: keep them on the device
+            placement = "device"
+        offload_activations = placement == "offload"
+    return torch.device("cpu") if offload_activations else device
+
+
 def layer_by_layer(model: nn.Module, windows: torch.Tensor, visit, batch_size: int = 8,
                    device=None, seconds=None, progress: bool = True, desc: str = "layers",
-                   checkpoint=None) -> None:
+                   checkpoint=None, offload_activations: bool | None = None) -> None:
     """The sequential pass: for each decoder layer, accumulate its linears' Hessians on the
     current inputs, call visit(index, layer, {linear name: accumulator}) (which may change
     the layer's weights), then run the inputs through the layer to get the next inputs.
 
     `checkpoint` (a resume.RunCheckpoint) stores each finished layer and its outputs, and
-    lets an interrupted pass continue after the last stored layer."""
+    lets an interrupted pass continue after the last stored layer.
+    `offload_activations`: keep the layer inputs on the CPU and move them to `device` one
+    batch at a time (True), keep them on `device` (False), or decide by the memory estimate
+    (None; see activations_home)."""
     arch = architecture(model)
     layers = decoder_layers(model)
     device = torch.device(device) if device is not None else _model_device(model)
     seconds = seconds if seconds is not None else defaultdict(float)
     t0 = time.perf_counter()
+    home_of_x = activations_home(device, offload_activations, model, windows, batch_size)
     calls = capture_layer_inputs(model, windows, batch_size, device)
-    calls = [(x, _to(args, device), _to(kwargs, device)) for x, args, kwargs in calls]
+    calls = [(x.to(home_of_x), _to(args, device), _to(kwargs, device)) for x, args, kwargs in calls]
     seconds["capture"] += time.perf_counter() - t0
     hessian_before = seconds["hessian"]
     start = 0
@@ -168,7 +197,8 @@ def layer_by_layer(model: nn.Module, windows: torch.Tensor, visit, batch_size: i
         with torch.no_grad():
             for k, (x, args, kwargs) in enumerate(calls):
                 out = layer(x.to(device), *args, **kwargs)
-                calls[k] = (out[0] if isinstance(out, tuple) else out, args, kwargs)
+                out = out[0] if isinstance(out, tuple) else out
+                calls[k] = (out.to(home_of_x), args, kwargs)
         seconds["forward"] += time.perf_counter() - t
         layers[i] = layer.to(home)
         if checkpoint is not None:
@@ -194,7 +224,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
                 saliency: str = "obs", prune_n: int = 0, prune_m: int = 0, wbits: int = 16,
                 blocksize: int = 128, percdamp: float = 0.01, batch_size: int = 8,
                 device: str | torch.device | None = None, progress: bool = True,
-                checkpoint=None) -> dict:
+                checkpoint=None, offload_activations: bool | None = None) -> dict:
     """Prune `model` in place, layer by layer; returns a report.
 
     `windows`: calibration token ids, nsamples × seqlen. `sparsities`: the target sparsity of
@@ -204,6 +234,8 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
     split into capture, layer forwards, Hessian accumulation and solver. With a `checkpoint`
     (resume.RunCheckpoint) an interrupted pass resumes; `resumed_layers` lists the layers
     loaded from it instead of computed.
+    `offload_activations`: see layer_by_layer (None: offload only when the estimate says
+    the activations do not fit on the GPU).
     """
     check_args(0.0, saliency, prune_n, prune_m, wbits)
     linears = _check_sparsities(model, sparsities)
@@ -242,6 +274,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
             prune(named, acc.H)
 
     layer_by_layer(model, windows, prune_layer, batch_size, device, seconds, progress,
-                   desc="pruning layers", checkpoint=checkpoint)
+                   desc="pruning layers", checkpoint=checkpoint,
+                   offload_activations=offload_activations)
     return {"matrices": matrices, "seconds": dict(seconds), "tokens": int(windows.numel()),
             "resumed_layers": checkpoint.resumed_layers if checkpoint is not None else []}

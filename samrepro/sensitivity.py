@@ -62,7 +62,20 @@ def _loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, labels=ids, use_cache=False).loss
 
 
-def _summary(names, samples: torch.Tensor) -> dict:
+def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw) -> torch.Tensor:
+    """One Hutchinson sample per matrix, zᵀHz/n_W, on one batch (a double backward).
+
+    draw(i, p) gives the probe z of matrix i (parameter p), drawn after the first backward.
+    """
+    loss = _loss(model, batch)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    probes = [draw(i, p) for i, p in enumerate(params)]
+    hz = torch.autograd.grad(grads, params, grad_outputs=probes)
+    return torch.stack([(z.float() * h.float()).sum() / z.numel()
+                        for z, h in zip(probes, hz)]).cpu()
+
+
+def summary(names, samples: torch.Tensor) -> dict:
     """Mean and standard error per matrix from a (samples × matrices) tensor."""
     count = samples.shape[0]
     mean = samples.mean(0)
@@ -72,7 +85,7 @@ def _summary(names, samples: torch.Tensor) -> dict:
             for name, m, s in zip(names, mean.tolist(), stderr.tolist())}
 
 
-def _relative_error_quantile(samples: torch.Tensor, q: float = 0.9) -> float:
+def relative_error_quantile(samples: torch.Tensor, q: float = 0.9) -> float:
     mean = samples.mean(0).abs().clamp_min(1e-30)
     rel = samples.std(0, unbiased=True) / math.sqrt(samples.shape[0]) / mean
     return float(torch.quantile(rel, q))
@@ -100,28 +113,21 @@ def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
     bar = tqdm(total=max_probes, desc="Hutchinson probes", disable=not progress)
     with _OnlyWeightsTrainable(model) as params:
         for k in range(max_probes):
-            loss = _loss(model, batches[k % len(batches)])
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            probes = []
-            for p in params:
+            def draw(_i, p):
                 z = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-                if distribution == "rademacher":
-                    z = z.sign()
-                probes.append(z.to(p.device, p.dtype))
-            hz = torch.autograd.grad(grads, params, grad_outputs=probes)
-            rows.append(torch.stack([(z.float() * h.float()).sum() / z.numel()
-                                     for z, h in zip(probes, hz)]).cpu())
-            del loss, grads, hz
+                return (z.sign() if distribution == "rademacher" else z).to(p.device, p.dtype)
+
+            rows.append(probe_row(model, params, batches[k % len(batches)], draw))
             bar.update()
             if len(rows) >= max(min_probes, 2):
-                reached = _relative_error_quantile(torch.stack(rows))
+                reached = relative_error_quantile(torch.stack(rows))
                 bar.set_postfix(rel_stderr_q90=f"{reached:.3f}")
                 if reached <= rel_tol:
                     break
     bar.close()
     samples = torch.stack(rows).double()
-    result = {"matrices": _summary(names, samples), "probes": len(rows),
-              "rel_stderr_q90": _relative_error_quantile(samples) if len(rows) > 1 else None,
+    result = {"matrices": summary(names, samples), "probes": len(rows),
+              "rel_stderr_q90": relative_error_quantile(samples) if len(rows) > 1 else None,
               "seconds": time.perf_counter() - started, "distribution": distribution}
     if keep_samples:
         result["samples"] = {name: samples[:, i].tolist() for i, name in enumerate(names)}
@@ -137,7 +143,7 @@ def fisher(model: nn.Module, windows: torch.Tensor, progress: bool = True) -> di
             grads = torch.autograd.grad(_loss(model, window[None]), params)
             rows.append(torch.stack([g.float().square().sum() / g.numel() for g in grads]).cpu())
     samples = torch.stack(rows).double()
-    return {"matrices": _summary(names, samples), "probes": len(rows),
+    return {"matrices": summary(names, samples), "probes": len(rows),
             "seconds": time.perf_counter() - started}
 
 
