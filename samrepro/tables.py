@@ -120,10 +120,12 @@ def table3(s: dict):
             at = df[(df.model == m) & (df.setting == setting)].set_index("method")
             ours, base = at.loc["ours-exact"], at.loc["sparsegpt"]
             se = math.hypot(ours["avg_se"], base["avg_se"])
-            evidence.append((bool(ours["avg"] > base["avg"]),
+            diff = ours["avg"] - base["avg"]
+            noise = "; within 2 standard errors: not significant" if abs(diff) < 2 * se else ""
+            evidence.append((bool(diff > 0),
                              f"{m} {setting}: average {ours['avg']:.1f} vs SparseGPT "
-                             f"{base['avg']:.1f} (difference {ours['avg'] - base['avg']:+.1f} "
-                             f"± {se:.1f}, {int(ours['documents'])} documents a task)"))
+                             f"{base['avg']:.1f} (difference {diff:+.1f} ± {se:.1f}, "
+                             f"{int(ours['documents'])} documents a task{noise})"))
     claims = [verdict("T3", "the method keeps more accuracy than SparseGPT (average of the "
                             "four tasks)", evidence)]
     return df, claims, _paper("table3")
