@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .allocation import ALLOCATIONS
 from .data import DATASETS, calibration_windows
-from .evaluate import SETTINGS, TASK_SOURCES, TASKS
+from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
 from .errors import UserError, check_sparsity
 from .experiments import (DTYPES, SAVE_MARK, RunConfig, default_device, load,
                           prune_and_evaluate, sensitivity_for, traces, versions)
@@ -34,13 +34,10 @@ def _nm(text: str) -> tuple[int, int]:
 
 
 def _tasks(text: str) -> list[str]:
-    names = [name for name in text.split(",") if name]
-    unknown = [name for name in names if name not in TASKS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown task {unknown[0]!r}; choose from {','.join(TASKS)}" if unknown
-            else f"give at least one of {','.join(TASKS)}")
-    return names
+    try:
+        return list(check_tasks([name for name in text.split(",") if name], "zero-shot")[0])
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _datasets(text: str) -> list[str]:

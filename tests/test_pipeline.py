@@ -2,34 +2,15 @@
 
 import pytest
 import torch
+from reference import reference_prune
 
 from samrepro.errors import UserError
-from samrepro.models import architecture, count_zeros, decoder_layers, prunable_linears, tiny_model
+from samrepro.models import count_zeros, decoder_layers, prunable_linears, tiny_model
 from samrepro.pipeline import prune_model
-from samrepro.solver import prune_weight
 
 
 def windows(vocab, n=6, seqlen=24, seed=0):
     return torch.randint(0, vocab, (n, seqlen), generator=torch.Generator().manual_seed(seed))
-
-
-def reference_prune(model, ids, sparsity, saliency):
-    """Layer i's Hessians from a forward of the whole model, with layers < i already pruned."""
-    arch = architecture(model)
-    for layer in decoder_layers(model):
-        inputs = {sub: [] for sub in arch.linears}
-        hooks = [layer.get_submodule(sub).register_forward_hook(
-            lambda m, i, o, sub=sub: inputs[sub].append(i[0].reshape(-1, i[0].shape[-1])))
-            for sub in arch.linears]
-        with torch.no_grad():
-            model(input_ids=ids)
-        for h in hooks:
-            h.remove()
-        for sub in arch.linears:
-            X = torch.cat(inputs[sub]).double()
-            H = (2 * X.T @ X / X.shape[0]).float()
-            linear = layer.get_submodule(sub)
-            linear.weight.data = prune_weight(linear.weight.data, H, sparsity, saliency)
 
 
 @pytest.mark.parametrize("family", ["llama", "opt"])

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from samrepro import pipeline
-from samrepro.models import architecture, decoder_layers, prunable_linears, tiny_model
+from samrepro.models import prunable_linears, tiny_model
 from samrepro.pipeline import activations_home, prune_model
-from samrepro.solver import prune_weight
+from reference import reference_prune
 
 
 def windows(vocab=101, n=6, seqlen=24):
@@ -58,22 +58,7 @@ def test_bf16_model_prunes_with_fp32_hessians_and_solver(monkeypatch):
     prune_model(model, ids, {n: 0.5 for n in prunable_linears(model)}, "obs", batch_size=6,
                 progress=False)
     assert seen and all(w == torch.bfloat16 and h == torch.float32 for w, h in seen)
-    arch = architecture(reference)
-    for layer in decoder_layers(reference):
-        inputs = {}
-        hooks = [layer.get_submodule(sub).register_forward_hook(
-            lambda m, i, o, sub=sub: inputs.__setitem__(sub, i[0].reshape(-1, i[0].shape[-1])))
-            for sub in arch.linears]
-        with torch.no_grad():
-            reference(input_ids=ids)
-        for h in hooks:
-            h.remove()
-        for sub in arch.linears:
-            X = inputs[sub].double()
-            H = (2 * X.T @ X / X.shape[0]).float()
-            linear = layer.get_submodule(sub)
-            new = prune_weight(linear.weight.data.float(), H, 0.5, "obs")
-            linear.weight.data = new.to(torch.bfloat16)
+    reference_prune(reference, ids, 0.5, "obs")
     for name, linear in prunable_linears(model).items():
         ref = reference.get_submodule(name).weight
         assert linear.weight.dtype == torch.bfloat16
