@@ -24,7 +24,7 @@ from .provenance import warn_if_versions_differ
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
                 "probes", "rel_tol", "sparsities", "figure3_sparsities", "zero_shot_limit",
-                "zero_shot_settings")
+                "zero_shot_settings", "saliency", "allocation", "alpha")
 
 
 def paper_reference() -> dict:
@@ -97,6 +97,8 @@ def config(s: dict, model_spec: str, **fields) -> RunConfig:
     """A RunConfig for one model of the settings `s`, with per-run fields (sparsity, …)."""
     name, layers = split_model(model_spec)
     fields.setdefault("calib", default_calibration(name))
+    if fields.get("allocation", "uniform") != "uniform":  # α: the mixed ones' range (§4)
+        fields.setdefault("alpha", s.get("alpha"))
     return RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],
                      eval_windows=s["eval_windows"], estimator=s["estimator"],
                      probes=s["probes"], rel_tol=s["rel_tol"], batch_size=s["batch_size"],
@@ -159,3 +161,35 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
     lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2), "```", ""]
     write_text(folder / f"{name}.md", "\n".join(lines))
     return folder
+
+
+def write_paper(folder: Path | None = None) -> Path:
+    """results/paper/: the paper's printed tables (table1-4 .json/.csv/.md) and what its
+    figures show (figures.md), from paper_reference.json, for side-by-side reading.
+
+        python -m samrepro.report
+    """
+    import pandas as pd
+
+    reference = paper_reference()["paper"]
+    folder = Path(folder or results_dir() / "paper")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("table1", "table2", "table3", "table4"):
+        table = reference[name]
+        rows = pd.DataFrame(table["rows"])
+        about = {k: v for k, v in table.items() if k != "rows"}
+        write_json(folder / f"{name}.json", {**about, "setup": reference["setup"],
+                                             "rows": table["rows"]})
+        write_text(folder / f"{name}.csv", rows.to_csv(index=False))
+        write_text(folder / f"{name}.md", "\n".join([
+            f"# {name}: the paper's numbers", "", table["caption"], "",
+            rows.to_markdown(index=False, floatfmt=".4g"), "",
+            "Setup: " + "; ".join(f"{k}: {v}" for k, v in reference["setup"].items()), ""]))
+    write_text(folder / "figures.md", "\n".join(
+        ["# The paper's figures (no numbers printed; what they show and claim)", ""]
+        + [f"- **{name}**: {text}" for name, text in reference["figures"].items()] + [""]))
+    return folder
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_paper()}")

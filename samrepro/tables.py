@@ -26,6 +26,11 @@ def _paper(table: str) -> pd.DataFrame:
     return pd.DataFrame(paper_reference()["paper"][table]["rows"])
 
 
+def _method(s: dict) -> dict:
+    """The saliency and allocation of "ours" (the notebook's parameters; presets.METHOD)."""
+    return {"saliency": s["saliency"], "allocation": s["allocation"]}
+
+
 def _better(df, model, ours: dict, theirs: dict, what: str, columns=PPL) -> list:
     """(ours < theirs, detail) for each perplexity column of one model's two rows."""
     def pick(where):
@@ -71,8 +76,8 @@ def table2(s: dict):
     methods = {"dense": dict(sparsity=0.0), "magnitude": dict(sparsity=p, saliency="magnitude"),
                "wanda": dict(sparsity=p, saliency="wanda"),
                "sparsegpt": dict(sparsity=p, saliency="obs"),
-               "ours": dict(sparsity=p, saliency="isc", allocation="paper"),
-               "ours-exact": dict(sparsity=p, saliency="isc", allocation="exact")}
+               "ours": dict(sparsity=p, **_method(s)),
+               "ours-exact": dict(sparsity=p, saliency=s["saliency"], allocation="exact")}
     runs = [(m, name) for m in s["models"] for name in methods]
     results = run_all(s, [config(s, m, **methods[name]) for m, name in runs], desc="table 2")
     df = pd.DataFrame([_row(r, model=m, method=name) for (m, name), r in zip(runs, results)])
@@ -94,7 +99,7 @@ def table3(s: dict):
     on the first `zero_shot_limit` documents of each task, with standard errors."""
     p = s["sparsities"][0]
     methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
-               "ours-exact": dict(sparsity=p, saliency="isc", allocation="exact")}
+               "ours-exact": dict(sparsity=p, saliency=s["saliency"], allocation="exact")}
     settings = tuple(s["zero_shot_settings"])
     runs = [(m, name) for m in s["models"] for name in methods]
     results = run_all(s, [config(s, m, eval=(), tasks=tuple(ACCURACY), settings=settings,
@@ -137,7 +142,7 @@ def table4(s: dict):
     methods = {"dense": dict(sparsity=0.0), "gptq": dict(sparsity=0.0, wbits=4),
                "gptq-3bit": dict(sparsity=0.0, wbits=3),
                "sparsegpt+gptq": dict(sparsity=p, wbits=4),
-               "ours+gptq": dict(sparsity=p, wbits=4, saliency="isc", allocation="paper")}
+               "ours+gptq": dict(sparsity=p, wbits=4, **_method(s))}
     runs = [(m, name) for m in s["models"] for name in methods]
     results = run_all(s, [config(s, m, **methods[name]) for m, name in runs], desc="table 4")
     rows = []
@@ -157,7 +162,7 @@ def figure3(s: dict):
     """PTB perplexity against sparsity, per method (paper: 50% → 80%)."""
     sparsities = s["figure3_sparsities"]
     methods = {"magnitude": dict(saliency="magnitude"), "sparsegpt": dict(saliency="obs"),
-               "ours": dict(saliency="isc", allocation="paper")}
+               "ours": _method(s)}
     runs = [(m, name, p) for m in s["models"] for name in methods for p in sparsities]
     results = run_all(s, [config(s, m, sparsity=p, eval=("ptb",), **methods[name])
                           for m, name, p in runs], desc="figure 3")

@@ -69,3 +69,38 @@ def test_cache_reads_back_what_it_wrote_and_recomputes_foreign_entries(tmp_path,
     entry.write_text("{truncated")
     with pytest.warns(UserWarning, match="damaged"):
         assert cache.cached("runs", key, compute) == {"value": 3}
+
+
+def test_the_method_rows_follow_the_notebook_parameters(monkeypatch):
+    """alpha / saliency / allocation (the notebooks' parameters) reach the runs of "ours";
+    alpha leaves the uniform runs (and their cache keys) alone."""
+    seen = []
+
+    def fake_run_all(s, configs, desc=""):
+        seen.extend(configs)
+        return [{"achieved_sparsity": c.sparsity,
+                 "perplexity": {"ptb": {"ppl": 1.0}}} for c in configs]
+
+    monkeypatch.setattr(tables, "run_all", fake_run_all)
+    s = report.settings("smoke", models=["tiny-opt"], alpha=0.05, saliency="obs",
+                        allocation="exact")
+    tables.table2(s)
+    by_saliency = {(c.saliency, c.allocation): c for c in seen}
+    ours = by_saliency[("obs", "exact")]
+    assert ours.alpha == 0.05 and ours.sparsity == 0.5
+    assert ("isc", "paper") not in by_saliency  # the default method is replaced, not added
+    assert all(c.alpha is None for c in seen if c.allocation == "uniform")
+
+    seen.clear()
+    tables.figure3(report.settings("smoke", models=["tiny-opt"]))
+    assert {(c.saliency, c.allocation, c.alpha) for c in seen if c.saliency == "isc"} == {
+        ("isc", "paper", None)}  # presets.METHOD: the paper's version by default
+
+
+def test_a_too_wide_alpha_is_refused_before_any_run():
+    from samrepro.errors import UserError
+    from samrepro.experiments import run
+
+    s = report.settings("smoke", models=["tiny-opt"], alpha=0.6)
+    with pytest.raises(UserError, match="too wide"):
+        run(report.config(s, "tiny-opt", sparsity=0.5, allocation="paper"))

@@ -139,3 +139,21 @@ def test_figure1_and_figure2_verdicts():
         means = sorted(by_type, key=lambda t: -statistics.mean(by_type[t]))
         wins += [t in means[:2] for t in ("v_proj", "down_proj")]
     assert _claims(matrices)["C6"] == _verdict(wins)
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4"])
+def test_the_paper_folder_holds_the_papers_numbers(name):
+    """results/paper/<table>.csv carries every printed number of paper_reference.json."""
+    import csv
+
+    reference = json.loads((Path(__file__).resolve().parents[1] / "samrepro"
+                            / "paper_reference.json").read_text())["paper"][name]["rows"]
+    with open(RESULTS.parent / "paper" / f"{name}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(reference)
+    for row, ref in zip(rows, reference):
+        for key, value in ref.items():
+            if isinstance(value, (int, float)):
+                assert float(row[key]) == pytest.approx(value), (name, key)
+            else:
+                assert row[key] == str(value), (name, key)
