@@ -104,3 +104,18 @@ def test_a_too_wide_alpha_is_refused_before_any_run():
     s = report.settings("smoke", models=["tiny-opt"], alpha=0.6)
     with pytest.raises(UserError, match="too wide"):
         run(report.config(s, "tiny-opt", sparsity=0.5, allocation="paper"))
+
+
+def test_regression_atol_forgives_small_moves_near_zero_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "__file__", str(tmp_path / "samrepro" / "report.py"))
+    s = {"preset": "smoke"}
+    monkeypatch.setenv("SAMREPRO_UPDATE_REGRESSION", "1")
+    report.check_regression(s, "acc", pd.DataFrame({"truthfulqa": [2.8], "piqa": [50.0]}))
+    monkeypatch.delenv("SAMREPRO_UPDATE_REGRESSION")
+    moved = pd.DataFrame({"truthfulqa": [5.2], "piqa": [50.0]})
+    with pytest.raises(AssertionError, match="moved"):
+        report.check_regression(s, "acc", moved)
+    assert "within" in report.check_regression(s, "acc", moved, atol=5.0)
+    with pytest.raises(AssertionError, match="moved"):  # a flipped document still fails
+        report.check_regression(s, "acc", pd.DataFrame({"truthfulqa": [2.8], "piqa": [0.0]}),
+                                atol=5.0)
