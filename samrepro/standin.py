@@ -6,7 +6,7 @@ q, k, v, out_proj, fc1, fc2; METHOD.md §1) with its own byte-level BPE tokenize
 (lines stripped and joined with " ", as METHOD.md §6 reads PTB). Its weights are committed
 under samrepro/checkpoints/opt-ptb-standin/ and load offline as `load_model("opt-ptb-standin")`.
 
-    python -m samrepro.standin train --out DIR            # the committed checkpoint (~15 min)
+    python -m samrepro.standin train --out DIR            # the committed checkpoint (~25 min)
     python -m samrepro.standin train --out DIR --steps 20  # a quick run
 
 Determinism: one code path, seeded (torch and the window sampler), a fixed number of torch
@@ -41,16 +41,16 @@ SPECIAL = "</s>"  # OPT's BOS/EOS/PAD token; the tokenizer adds none by itself
 class TrainConfig:
     """Everything that determines the trained weights (with the data and the torch build)."""
 
-    vocab_size: int = 8192
-    hidden: int = 192
+    vocab_size: int = 4096  # the tied output layer is a large share of each step's cost
+    hidden: int = 256
     layers: int = 4
     heads: int = 4
-    ffn: int = 768
+    ffn: int = 1024
     seqlen: int = 512  # training windows = the context = the embedded preset's eval windows
     batch: int = 4
-    steps: int = 180
-    lr: float = 2.5e-3
-    warmup: int = 20
+    steps: int = 1000
+    lr: float = 3e-3
+    warmup: int = 50
     weight_decay: float = 0.1
     seed: int = 0
     threads: int = 2
@@ -269,9 +269,9 @@ offline, where no OPT checkpoint can be downloaded. It knows only PTB's vocabula
 - training: {c['steps']} steps × {c['batch']} windows × {c['seqlen']} tokens ({r['tokens_seen']:,} tokens),
   AdamW (lr {c['lr']}, warm-up {c['warmup']}, cosine to 10%, weight decay {c['weight_decay']}),
   seed {c['seed']}, {r['torch_threads']} torch threads, deterministic algorithms;
-  {r['train_seconds'] / 60:.1f} min on this CPU; {r['tokens_seen'] / r['train_tokens']:.2f} epochs of PTB train, so the
-  model is short-trained (its loss was still falling): a weak language model, good enough to
-  exercise pruning on learned OPT weights, not to stand for OPT's quality
+  {r['train_seconds'] / 60:.1f} min on this CPU; {r['tokens_seen'] / r['train_tokens']:.2f} epochs of PTB train: a small
+  language model, good enough to exercise pruning on learned OPT weights, not to stand for
+  OPT's quality
 - **PTB valid perplexity {v['ppl']:.2f}** ({v['windows']} windows of {c['seqlen']} tokens), against
   {v['unigram_ppl']:.1f} for an add-one smoothed unigram model (same tokenizer, fitted on PTB train,
   scored on the same tokens)
@@ -360,7 +360,8 @@ def write_table(table: dict, record: dict, folder: Path) -> None:
             "versions": versions()}
     write_json(folder / "opt-standin.json", data)
     lines = [f"# {NAME}: pruning a small OPT trained on PTB (a STAND-IN for the OPT family)", "",
-             "Not an OPT checkpoint: a 4-layer OPTForCausalLM trained here on PTB train "
+             f"Not an OPT checkpoint: a {record['config']['layers']}-layer OPTForCausalLM trained "
+             "here on PTB train "
              f"({record['train_seconds'] / 60:.1f} min; PTB valid perplexity {v['ppl']:.2f} "
              f"against {v['unigram_ppl']:.1f} for an add-one unigram model). Calibration: "
              f"{table['settings']['nsamples']} PTB train windows of {table['settings']['seqlen']} "
