@@ -145,6 +145,15 @@ def default_calibration(name: str) -> str:
     return "ptb" if name == STANDIN else "c4"
 
 
+def default_evaluation(name: str) -> tuple[str, ...]:
+    """The perplexity streams a model is scored on in the tables (METHOD.md §6: all three).
+
+    The OPT stand-in is scored on PTB test only: WikiText-2 and C4 are outside what it was
+    trained on (perplexities of 10⁴ that say nothing about pruning).
+    """
+    return ("ptb",) if name == STANDIN else ("wikitext2", "ptb", "c4")
+
+
 def keep_first_layers(model: nn.Module, num_layers: int) -> None:
     layers = decoder_layers(model)
     if not 1 <= num_layers <= len(layers):

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .experiments import RunConfig, default_device, run, versions
 from .files import write_json, write_text
-from .models import default_calibration
+from .models import default_calibration, default_evaluation
 from .presets import preset, split_model
 from .provenance import warn_if_versions_differ
 
@@ -98,6 +98,7 @@ def config(s: dict, model_spec: str, **fields) -> RunConfig:
     """A RunConfig for one model of the settings `s`, with per-run fields (sparsity, …)."""
     name, layers = split_model(model_spec)
     fields.setdefault("calib", default_calibration(name))
+    fields.setdefault("eval", default_evaluation(name))
     if fields.get("allocation", "uniform") != "uniform":  # α: the mixed ones' range (§4)
         fields.setdefault("alpha", s.get("alpha"))
     return RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],

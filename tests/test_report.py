@@ -119,3 +119,12 @@ def test_regression_atol_forgives_small_moves_near_zero_only(tmp_path, monkeypat
     with pytest.raises(AssertionError, match="moved"):  # a flipped document still fails
         report.check_regression(s, "acc", pd.DataFrame({"truthfulqa": [2.8], "piqa": [0.0]}),
                                 atol=5.0)
+
+
+def test_the_opt_standin_is_calibrated_and_scored_on_ptb_only():
+    s = report.settings("smoke")
+    standin = report.config(s, "opt-ptb-standin", sparsity=0.5)
+    assert (standin.calib, standin.eval) == ("ptb", ("ptb",))
+    llama = report.config(s, "embedded@2", sparsity=0.5)
+    assert (llama.calib, llama.eval) == ("c4", ("wikitext2", "ptb", "c4"))
+    assert report.config(s, "opt-ptb-standin", eval=()).eval == ()  # Table 3: no perplexity
