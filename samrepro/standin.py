@@ -307,7 +307,7 @@ def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seql
     the verdicts on the paper's claims C1-C3 (METHOD.md §7). Calibration: PTB train windows;
     sensitivities: Hutchinson (or `estimator`; cached). Runs go through experiments.run."""
     from .experiments import RunConfig, run
-    from .models import default_calibration
+    from .models import default_calibration, default_evaluation
     from .report import verdict
 
     rows = []
@@ -315,7 +315,7 @@ def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seql
         for p in ([0.0] if fixed == 0.0 else sparsities):
             cfg = RunConfig(model=NAME, sparsity=p, saliency=saliency, allocation=allocation,
                             estimator=estimator, calib=default_calibration(NAME),
-                            nsamples=nsamples, seqlen=seqlen, eval=("ptb",),
+                            nsamples=nsamples, seqlen=seqlen, eval=default_evaluation(NAME),
                             eval_windows=eval_windows, probes=probes, rel_tol=0.2)
             r = run(cfg, data_dir, progress=progress)
             ppl = r["perplexity"]["ptb"]

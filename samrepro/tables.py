@@ -77,7 +77,7 @@ def table2(s: dict):
                "wanda": dict(sparsity=p, saliency="wanda"),
                "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours": dict(sparsity=p, **_method(s)),
-               "ours-exact": dict(sparsity=p, saliency=s["saliency"], allocation="exact")}
+               "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
     runs = [(m, name) for m in s["models"] for name in methods]
     results = run_all(s, [config(s, m, **methods[name]) for m, name in runs], desc="table 2")
     df = pd.DataFrame([_row(r, model=m, method=name) for (m, name), r in zip(runs, results)])
@@ -99,7 +99,7 @@ def table3(s: dict):
     on the first `zero_shot_limit` documents of each task, with standard errors."""
     p = s["sparsities"][0]
     methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
-               "ours-exact": dict(sparsity=p, saliency=s["saliency"], allocation="exact")}
+               "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
     settings = tuple(s["zero_shot_settings"])
     runs = [(m, name) for m in s["models"] for name in methods]
     results = run_all(s, [config(s, m, eval=(), tasks=tuple(ACCURACY), settings=settings,
