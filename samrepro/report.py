@@ -130,6 +130,12 @@ def verdict(claim: str, statement: str, comparisons: list[tuple[bool, str]]) -> 
             "evidence": [detail for _, detail in comparisons]}
 
 
+def _markdown(table) -> str:
+    """The table in Markdown, with — for cells not evaluated (NaN) instead of `nan`."""
+    return table.astype(object).where(table.notna(), None).to_markdown(
+        index=False, floatfmt=".4g", missingval="—")
+
+
 def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes: str = "",
           extra: dict | None = None) -> Path:
     """results/<preset>/<name>.{json,csv,md}: our table, the paper's, the claims, provenance."""
@@ -151,7 +157,9 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
         **(extra or {})})
     write_text(folder / f"{name}.csv", table.to_csv(index=False))
     lines = [f"# {name} ({s['preset']} preset)", "", notes, "", "## Ours", "",
-             table.to_markdown(index=False, floatfmt=".4g"), ""]
+             _markdown(table), ""]
+    if table.isna().any().any():
+        lines += ["— : not evaluated (e.g. the OPT stand-in is scored on PTB only)", ""]
     if paper_table is not None:
         lines += ["## The paper", "", paper_table.to_markdown(index=False, floatfmt=".4g"), ""]
     if claims:

@@ -74,6 +74,8 @@ def test_cache_reads_back_what_it_wrote_and_recomputes_foreign_entries(tmp_path,
 def test_the_method_rows_follow_the_notebook_parameters(monkeypatch):
     """alpha / saliency / allocation (the notebooks' parameters) reach the runs of "ours";
     alpha leaves the uniform runs (and their cache keys) alone."""
+    from samrepro.errors import UserError
+
     seen = []
 
     def fake_run_all(s, configs, desc=""):
@@ -90,6 +92,14 @@ def test_the_method_rows_follow_the_notebook_parameters(monkeypatch):
     assert ours.alpha == 0.05 and ours.sparsity == 0.5
     assert ("isc", "paper") not in by_saliency  # the default method is replaced, not added
     assert all(c.alpha is None for c in seen if c.allocation == "uniform")
+
+    seen.clear()  # Table 1: uniform against the parameter's mixed allocation, both saliencies
+    df, claims, _ = tables.table1(report.settings("smoke", models=["tiny-opt"], allocation="exact"))
+    assert {(c.allocation, c.saliency) for c in seen} == {
+        (a, sal) for a in ("uniform", "exact") for sal in ("obs", "isc")}
+    assert [c["claim"] for c in claims] == ["C1", "C2-exact"] and len(df) == 4
+    with pytest.raises(UserError, match="mixed allocation"):
+        tables.table1(report.settings("smoke", models=["tiny-opt"], allocation="uniform"))
 
     seen.clear()
     tables.figure3(report.settings("smoke", models=["tiny-opt"]))
@@ -128,3 +138,19 @@ def test_the_opt_standin_is_calibrated_and_scored_on_ptb_only():
     llama = report.config(s, "embedded@2", sparsity=0.5)
     assert (llama.calib, llama.eval) == ("c4", ("wikitext2", "ptb", "c4"))
     assert report.config(s, "opt-ptb-standin", eval=()).eval == ()  # Table 3: no perplexity
+
+
+def test_written_tables_mark_cells_not_evaluated(tmp_path):
+    """A model scored on PTB only shows — in the other columns of the Markdown, not `nan`;
+    the JSON keeps the row's measured numbers as they were."""
+    import json
+    import re
+
+    s = report.settings("smoke", output_dir=tmp_path)
+    df = pd.DataFrame([{"model": "embedded", "ptb": 76.42, "c4": 32.32},
+                       {"model": "opt-ptb-standin", "ptb": 216.6, "c4": float("nan")}])
+    folder = report.write(s, "t", df, [])
+    md = (folder / "t.md").read_text()
+    standin = next(line for line in md.splitlines() if "opt-ptb-standin" in line)
+    assert not re.search(r"\bnan\b", md) and "—" in standin and "216.6" in standin
+    assert json.loads((folder / "t.json").read_text())["rows"][0]["c4"] == 32.32
