@@ -20,7 +20,7 @@ from .errors import UserError, check_sparsity
 from .experiments import (DTYPES, SAVE_MARK, RunConfig, default_device, load,
                           prune_and_evaluate, sensitivity_for, traces, versions)
 from .files import write_json
-from .models import default_calibration
+from .models import default_calibration, default_evaluation
 from .sensitivity import ESTIMATORS, layer_sensitivity
 from .solver import SALIENCIES, check_args
 
@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune a model in one shot and evaluate its perplexity")
     _pruning(p)
-    p.add_argument("--eval", type=_datasets, default=list(DATASETS), metavar="D1,D2",
-                   help="datasets to evaluate, comma-separated (empty string: none)")
+    p.add_argument("--eval", type=_datasets, default=None, metavar="D1,D2",
+                   help="datasets to evaluate, comma-separated (empty string: none; default: "
+                        "all three, for the OPT stand-in ptb)")
     _outputs(p)
 
     e = sub.add_parser("eval", help="accuracy through lm-evaluation-harness (Table 3) of a "
@@ -160,6 +161,8 @@ def _config(args, **overrides) -> RunConfig:
     values.update(overrides)
     if values.get("calib") is None:
         values["calib"] = default_calibration(args.model)
+    if values.get("eval") is None:
+        values["eval"] = default_evaluation(args.model)
     for name in ("eval", "tasks", "settings"):
         if name in values:
             values[name] = tuple(values[name])

@@ -135,3 +135,21 @@ def test_negative_sensitivity_is_refused(tmp_path, capsys, data_dir):
     assert main(["prune", *TINY, "--sparsity", "0.5", "--allocation", "paper", "--sensitivity",
                  str(sens), "--eval", "ptb"]) == 2
     assert "must be a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, calib, scored", [
+    ("embedded", "c4", ("wikitext2", "ptb", "c4")),  # METHOD.md §6
+    ("opt-ptb-standin", "ptb", ("ptb",)),  # trained on PTB only: as the notebooks score it
+])
+def test_cli_defaults_follow_the_model_as_the_notebooks_do(model, calib, scored):
+    from samrepro import report
+    from samrepro.cli import _config, build_parser
+
+    args = build_parser().parse_args(["prune", "--model", model, "--sparsity", "0.5"])
+    config = _config(args)
+    assert (config.calib, config.eval) == (calib, scored)
+    notebook = report.config(report.settings("embedded"), model, sparsity=0.5)
+    assert (notebook.calib, notebook.eval) == (config.calib, config.eval)
+    explicit = build_parser().parse_args(["prune", "--model", model, "--sparsity", "0.5",
+                                          "--eval", "wikitext2", "--calib", "c4"])
+    assert (_config(explicit).calib, _config(explicit).eval) == ("c4", ("wikitext2",))
