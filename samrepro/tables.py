@@ -280,5 +280,6 @@ def allocations(s: dict):
                     evidence += _better(part, m, {"allocation": mixed, "saliency": sal},
                                         {"allocation": "uniform", "saliency": sal},
                                         f"{p:.0%} {mixed} vs uniform ({sal})")
-        claims.append(verdict("C2", f"`{mixed}` allocation beats uniform", evidence))
+        claims.append(verdict("C2" if mixed == "paper" else f"C2-{mixed}",
+                              f"`{mixed}` allocation beats uniform", evidence))
     return df, claims

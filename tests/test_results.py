@@ -159,3 +159,19 @@ def test_the_paper_folder_holds_the_papers_numbers(name):
                 assert float(row[key]) == pytest.approx(value), (name, key)
             else:
                 assert row[key] == str(value), (name, key)
+
+
+def test_allocations_verdicts_and_sparsities():
+    result = _load("allocations")
+    rows, models = result["rows"], result["settings"]["models"]
+    claims = _claims(result)
+    for mixed in ("paper", "exact", "layer", "owl"):
+        wins = [w for p in result["settings"]["sparsities"] for sal in ("obs", "isc")
+                for w in _lower([r for r in rows if r["sparsity"] == p], models,
+                                {"allocation": mixed, "saliency": sal},
+                                {"allocation": "uniform", "saliency": sal})]
+        assert claims["C2" if mixed == "paper" else f"C2-{mixed}"] == _verdict(wins)
+    for row in rows:  # what was counted after pruning is what the allocation planned
+        assert row["achieved_sparsity"] == pytest.approx(row["planned_sparsity"], abs=1e-3)
+        if row["allocation"] != "paper":  # Algorithm 1 as printed overshoots the target
+            assert row["achieved_sparsity"] == pytest.approx(row["sparsity"], abs=1e-3)
