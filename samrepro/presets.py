@@ -26,9 +26,9 @@ PRESETS: dict[str, dict] = {
         # SmolLM2-135M (a LLaMA) and the OPT stand-in (samrepro.standin: a small OPT trained
         # here on PTB, calibrated on PTB; not an OPT checkpoint)
         "models": ["embedded", "opt-ptb-standin"],
-        # sized for table1.ipynb in ~12 minutes cold on a 2-core CPU at ~400 tokens/s (25.4
-        # min on a machine at ~180): a 16-probe Hutchinson estimate (~26 s a probe there),
-        # then 6 runs of ~3 minutes (16 calibration windows, 3 × 8 evaluation windows)
+        # sized for table1.ipynb in ~10 minutes cold on a 2-core CPU at ~400 tokens/s (20.6
+        # min measured on one at ~180): a 16-probe Hutchinson estimate (~26 s a probe there),
+        # then 4 runs of ~3 minutes (16 calibration windows, 3 × 8 evaluation windows)
         "nsamples": 16, "seqlen": 512, "eval_windows": 8, "batch_size": 8,
         "estimator": "hutchinson", "probes": 16, "rel_tol": 0.2,
         "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
