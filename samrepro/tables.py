@@ -32,6 +32,11 @@ def _method(s: dict) -> dict:
     return {"saliency": s["saliency"], "allocation": s["allocation"]}
 
 
+def _c2(mixed: str) -> str:
+    """Claim C2's label for one mixed allocation: C2 for Algorithm 1 as printed, else C2-<name>."""
+    return "C2" if mixed == "paper" else f"C2-{mixed}"
+
+
 def _better(df, model, ours: dict, theirs: dict, what: str, columns=PPL) -> list:
     """(ours < theirs, detail) for each perplexity column of one model's two rows."""
     def pick(where):
@@ -68,8 +73,7 @@ def table1(s: dict):
                 [c for m in s["models"] for c in _better(
                     df, m, {"allocation": "uniform", "saliency": "isc"},
                     {"allocation": "uniform", "saliency": "obs"}, "isc vs obs")]),
-        verdict("C2" if mixed == "paper" else f"C2-{mixed}",
-                f"mixed ({name}) beats uniform, same saliency",
+        verdict(_c2(mixed), f"mixed ({name}) beats uniform, same saliency",
                 [c for m in s["models"] for sal in ("obs", "isc") for c in _better(
                     df, m, {"allocation": mixed, "saliency": sal},
                     {"allocation": "uniform", "saliency": sal}, f"{mixed} vs uniform ({sal})")]),
@@ -280,6 +284,5 @@ def allocations(s: dict):
                     evidence += _better(part, m, {"allocation": mixed, "saliency": sal},
                                         {"allocation": "uniform", "saliency": sal},
                                         f"{p:.0%} {mixed} vs uniform ({sal})")
-        claims.append(verdict("C2" if mixed == "paper" else f"C2-{mixed}",
-                              f"`{mixed}` allocation beats uniform", evidence))
+        claims.append(verdict(_c2(mixed), f"`{mixed}` allocation beats uniform", evidence))
     return df, claims
