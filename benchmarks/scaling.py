@@ -23,8 +23,9 @@ import time
 
 import torch
 
-GPU = {"name": "A100-80GB", "bytes": 80e9, "fp16_flops": 312e12, "fp32_flops": 19.5e12,
-       "utilization": 0.5, "column_step_seconds": 40e-6}
+from samrepro.memory import A100 as GPU  # the assumed GPU of the projection
+from samrepro.memory import forward_flops, prune_flops
+
 PROBE_FORWARDS = None  # measured: a probe costs this many forwards (set from the runs)
 
 
@@ -108,24 +109,6 @@ def slope(xs, ys) -> tuple[float, float]:
     mx, my = sum(xs) / n, sum(ys) / n
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     return my - b * mx, b
-
-
-def prune_flops(shape, tokens: int, seqlen: int) -> dict:
-    """FLOPs of one pruning pass (METHOD.md §1): two forwards of every layer over the
-    calibration tokens, the Hessians 2XXᵀ/n, and the solver (Cholesky/inverse ~ 2·in³ and the
-    OBS updates 2·rows·in² per group)."""
-    weights = sum(o * i for o, i in shape.matrices())
-    forward = 2 * (2 * weights * tokens + 2 * tokens * seqlen * shape.hidden)
-    hessian = sum(2 * tokens * n * n for _, n in shape.hessian_groups())
-    solver = sum(2 * rows * n * n + 2 * n ** 3 for rows, n in shape.hessian_groups())
-    columns = sum(n for _, n in shape.hessian_groups())
-    return {"forward": shape.layers * forward, "hessian": shape.layers * hessian,
-            "solver": shape.layers * solver, "columns": shape.layers * columns}
-
-
-def forward_flops(shape, tokens: int, seqlen: int) -> float:
-    per_layer = 2 * sum(o * i for o, i in shape.matrices()) * tokens + 2 * tokens * seqlen * shape.hidden
-    return shape.layers * per_layer + 2 * shape.vocab * shape.hidden * tokens
 
 
 def main():

@@ -1,5 +1,5 @@
 """The `samrepro` command line: `samrepro prune …`, `samrepro eval …`, `samrepro sensitivity …`
-(see README and DESIGN.md's contract).
+(options and outputs: docs/usage.md).
 
 User mistakes end in a one-line `samrepro: error: …` on stderr and exit status 2, with
 nothing written; results are written atomically.
@@ -20,7 +20,7 @@ from .errors import UserError, check_sparsity
 from .experiments import (DTYPES, SAVE_MARK, RunConfig, default_device, load,
                           prune_and_evaluate, sensitivity_for, traces, versions)
 from .files import write_json
-from .models import default_calibration, default_evaluation
+from .models import default_calibration, default_evaluation, default_seqlen
 from .sensitivity import ESTIMATORS, layer_sensitivity
 from .solver import SALIENCIES, check_args
 
@@ -57,7 +57,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", choices=DATASETS, default=None,
                    help="calibration corpus (default: c4; ptb for the opt-ptb-standin model)")
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows")
-    p.add_argument("--seqlen", type=int, default=2048, help="tokens per window")
+    p.add_argument("--seqlen", type=int, default=None,
+                   help="tokens per window (default: 2048, or the model's context if shorter)")
     p.add_argument("--data-dir", default=None, help="local data folder (else SAMREPRO_DATA_DIR, else the hub)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if present)")
     p.add_argument("--dtype", choices=DTYPES, default=None,
@@ -75,7 +76,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _estimation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", choices=ESTIMATORS, default="hutchinson",
-                   help="sensitivity estimator (METHOD.md §3)")
+                   help="sensitivity estimator (docs/method.md §3)")
     p.add_argument("--probes", type=int, default=100, help="Hutchinson: at most this many probes")
     p.add_argument("--rel-tol", type=float, default=0.2,
                    help="Hutchinson: stop when 90%% of matrices reach this relative standard error")
@@ -127,7 +128,7 @@ def _pruning(p: argparse.ArgumentParser) -> None:
                    help="overall target sparsity in [0, 1); 0 evaluates the dense model")
     p.add_argument("--saliency", choices=SALIENCIES, default="obs")
     p.add_argument("--allocation", choices=ALLOCATIONS, default="uniform",
-                   help="per-matrix sparsities (METHOD.md §4)")
+                   help="per-matrix sparsities (docs/method.md §4)")
     p.add_argument("--alpha", type=float, default=None,
                    help="half-width of the sparsity range (default 0.1; OWL's lambda 0.08 for owl)")
     _estimation(p)
@@ -146,6 +147,8 @@ def _outputs(p: argparse.ArgumentParser) -> None:
 
 
 def _check_common_args(args) -> None:
+    if args.seqlen is None:  # not given: follows the model (2048, or its shorter context)
+        args.seqlen = default_seqlen(args.model, args.trust_remote_code)
     for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen),
                         ("--batch-size", args.batch_size)):
         if value < 1:

@@ -1,4 +1,4 @@
-"""Evaluation corpora and calibration windows, exactly per METHOD.md §6.
+"""Evaluation corpora and calibration windows, exactly per docs/method.md §6.
 
 Each corpus comes from a local folder when one is given (the `data_dir` argument, else the
 SAMREPRO_DATA_DIR environment variable), else from the hub through `datasets`. The local
@@ -203,7 +203,7 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
 
 
 def eval_stream(name: str, tokenizer, seqlen: int, folder=None) -> tuple[torch.Tensor, Corpus]:
-    """The token stream the protocol evaluates for `name` (METHOD.md §6), and its corpus."""
+    """The token stream the protocol evaluates for `name` (docs/method.md §6), and its corpus."""
     split = "validation" if name == "c4" else "test"
     corpus = load_corpus(name, split, folder)
     if name == "c4":

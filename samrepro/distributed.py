@@ -1,4 +1,4 @@
-"""The Hutchinson sensitivity estimate (METHOD.md §3) split over processes, for big models.
+"""The Hutchinson sensitivity estimate (docs/method.md §3) split over processes, for big models.
 
     torchrun --nproc-per-node 8 -m samrepro.distributed --model meta-llama/Llama-2-13b-hf \\
         --nsamples 128 --seqlen 2048 --probes 64 --json sens-13b.json
@@ -20,7 +20,7 @@ A model larger than one GPU: `--device-map auto` places it over the GPUs the pro
 with accelerate (dispatch_model / infer_auto_device_map, whole decoder layers per device);
 run one process per group of GPUs (CUDA_VISIBLE_DEVICES). `--checkpointing` recomputes each
 decoder layer in the backward (torch.utils.checkpoint, non-reentrant, which supports the
-double backward); see README for what it saves.
+double backward); docs/install.md says what it saves.
 """
 
 from __future__ import annotations

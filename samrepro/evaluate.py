@@ -1,4 +1,4 @@
-"""Perplexity by the SparseGPT protocol, and accuracy through lm-evaluation-harness (METHOD.md §6).
+"""Perplexity by the SparseGPT protocol, and accuracy through lm-evaluation-harness (docs/method.md §6).
 
 The token stream is cut into non-overlapping windows of `seqlen` tokens; each window is
 scored on its own (no context carried over) and ppl = exp(mean NLL per predicted token).
@@ -45,7 +45,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int, max_windows: in
     return {"ppl": math.exp(mean), "nll": mean, "windows": windows, "tokens": total_tokens}
 
 
-# ---- zero-shot and leaderboard accuracy through lm-evaluation-harness (METHOD.md §6) ----
+# ---- zero-shot and leaderboard accuracy through lm-evaluation-harness (docs/method.md §6) ----
 
 TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2", "piqa")
 # Shots per task. The paper's dense rows equal the Open LLM Leaderboard's settings.

@@ -91,7 +91,8 @@ def load(config: RunConfig, device: torch.device):
                                   config.num_layers, seed=config.seed,
                                   allow_bin_weights=config.allow_bin_weights)
     context = getattr(model.config, "max_position_embeddings", None)
-    if context and config.seqlen > context:
+    uses_windows = config.sparsity > 0 or config.wbits < 16 or bool(config.eval)  # else unused
+    if context and uses_windows and config.seqlen > context:
         raise UserError(f"seqlen {config.seqlen} exceeds the model's context of {context} tokens")
     return model, tokenizer
 

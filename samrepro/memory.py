@@ -2,17 +2,18 @@
 
 `estimate_memory(config, nsamples, seqlen, device_bytes, dtype)` predicts the peak device
 memory of
-- the layer-by-layer pruning pass (METHOD.md §1, samrepro.pipeline): the model stays on the
+- the layer-by-layer pruning pass (docs/method.md §1, samrepro.pipeline): the model stays on the
   CPU, one decoder layer at a time is on the device with its fp32 Hessians and the solver's
   fp32 work matrices, and the calibration activations (nsamples × seqlen × hidden) are on the
   device when everything fits ("device"), else on the CPU, moved one batch at a time
   ("offload"), or it does not fit at all ("does not fit");
-- the Hutchinson estimate (METHOD.md §3, samrepro.sensitivity / samrepro.distributed): the
+- the Hutchinson estimate (docs/method.md §3, samrepro.sensitivity / samrepro.distributed): the
   whole model on the device, its prunable weights' gradient with its graph, the probe and the
   Hessian-vector product, and the activations of the double backward through one batch
   (math attention, so the seq² attention probabilities are stored).
 
 Every figure is a sum of named parts (bytes), returned so that a reader can check it.
+`estimate_time` projects the time of both from FLOP counts and an assumed GPU (`A100`).
 Pruning's parts are counted from the code (which tensors are alive at once). The
 double backward's activations per token and layer are `HUTCHINSON_SAVED` hidden-size,
 intermediate-size and seq-per-head units, and `HUTCHINSON_LOGITS` vocabulary-size fp32 units
@@ -159,7 +160,7 @@ def pruning_parts(shape: Shape, nsamples: int, seqlen: int, dtype=torch.float16,
 
 
 def hutchinson_parts(shape: Shape, batch_size: int, seqlen: int, dtype=torch.float32) -> dict:
-    """Bytes on the device at the peak of one Hutchinson probe on one batch (METHOD.md §3)."""
+    """Bytes on the device at the peak of one Hutchinson probe on one batch (docs/method.md §3)."""
     b = _bytes(dtype)
     tokens = batch_size * seqlen
     saved = HUTCHINSON_SAVED
@@ -243,6 +244,54 @@ def paper_table(device_gib=(80, 24), nsamples: int = 128, seqlen: int = 2048,
                                                       f", needs {h['min_devices']} GPUs"))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+# ---- time: FLOP counts against an assumed GPU (a projection, not a measurement) ----
+
+# An A100-80GB as assumed by benchmarks/scaling.py: peak rates, the fraction of them reached,
+# and the fixed cost of one step of the solver's column loop (a few small kernels).
+A100 = {"name": "A100-80GB", "bytes": 80e9, "fp16_flops": 312e12, "fp32_flops": 19.5e12,
+        "utilization": 0.5, "column_step_seconds": 40e-6}
+
+
+def prune_flops(shape: Shape, tokens: int, seqlen: int) -> dict:
+    """FLOPs of one pruning pass (docs/method.md §1): two forwards of every layer over the
+    calibration tokens, the Hessians 2XXᵀ/n, and the solver (Cholesky/inverse ~ 2·in³ and the
+    OBS updates 2·rows·in² per group); `columns` counts the solver's column steps."""
+    weights = sum(o * i for o, i in shape.matrices())
+    forward = 2 * (2 * weights * tokens + 2 * tokens * seqlen * shape.hidden)
+    hessian = sum(2 * tokens * n * n for _, n in shape.hessian_groups())
+    solver = sum(2 * rows * n * n + 2 * n ** 3 for rows, n in shape.hessian_groups())
+    columns = sum(n for _, n in shape.hessian_groups())
+    return {"forward": shape.layers * forward, "hessian": shape.layers * hessian,
+            "solver": shape.layers * solver, "columns": shape.layers * columns}
+
+
+def forward_flops(shape: Shape, tokens: int, seqlen: int) -> float:
+    """FLOPs of one forward of the whole model over `tokens` tokens in windows of `seqlen`."""
+    per_layer = 2 * sum(o * i for o, i in shape.matrices()) * tokens + 2 * tokens * seqlen * shape.hidden
+    return shape.layers * per_layer + 2 * shape.vocab * shape.hidden * tokens
+
+
+def estimate_time(config, nsamples: int = 128, seqlen: int = 2048, gpu: dict = A100,
+                  probe_forwards: float = 9.3) -> dict:
+    """Projected seconds of pruning and of one Hutchinson probe (1 × seqlen) on `gpu`.
+
+    Forwards run at the fp16 rate, Hessians and the solver at the fp32 rate, both at
+    `gpu["utilization"]` of peak, plus `column_step_seconds` per solver column. A probe costs
+    `probe_forwards` forwards of one window (a double backward; measured on the CPU by
+    benchmarks/scaling.py, `rates.probe_in_forwards` in results/embedded/scaling.json).
+    A projection from assumed rates: never measured on a GPU.
+    """
+    shape = shape_of(config)
+    f = prune_flops(shape, nsamples * seqlen, seqlen)
+    r16 = gpu["fp16_flops"] * gpu["utilization"]
+    r32 = gpu["fp32_flops"] * gpu["utilization"]
+    pruning = (f["forward"] / r16 + (f["hessian"] + f["solver"]) / r32
+               + f["columns"] * gpu["column_step_seconds"])
+    probe = probe_forwards * forward_flops(shape, seqlen, seqlen) / r16
+    return {"pruning_seconds": pruning, "probe_seconds": probe, "pruning_flops": f,
+            "gpu": gpu, "probe_forwards": probe_forwards}
 
 
 def _status_kib(field: str) -> int:

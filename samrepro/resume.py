@@ -1,6 +1,6 @@
 """Resuming an interrupted run: the pruning pass layer by layer, the evaluation dataset by dataset.
 
-The sequential pass of METHOD.md §1 is a chain: layer i is pruned on the outputs of the
+The sequential pass of docs/method.md §1 is a chain: layer i is pruned on the outputs of the
 already pruned layers < i. After each decoder layer the pass stores that layer's weights
 (pruned), the hidden states it produced (the next layer's inputs) and the report so far; a
 run started again with the same key loads them and continues with the next layer, so it ends

@@ -2,8 +2,8 @@
 
 The paper prunes OPT and LLaMA models. No OPT checkpoint can be downloaded offline, so this
 module trains a small `OPTForCausalLM` (same architecture and prunable linears as OPT-125m…66b:
-q, k, v, out_proj, fc1, fc2; METHOD.md §1) with its own byte-level BPE tokenizer on PTB train
-(lines stripped and joined with " ", as METHOD.md §6 reads PTB). Its weights are committed
+q, k, v, out_proj, fc1, fc2; docs/method.md §1) with its own byte-level BPE tokenizer on PTB train
+(lines stripped and joined with " ", as docs/method.md §6 reads PTB). Its weights are committed
 under samrepro/checkpoints/opt-ptb-standin/ and load offline as `load_model("opt-ptb-standin")`.
 
     python -m samrepro.standin train --out DIR            # the committed checkpoint (~25 min)
@@ -142,7 +142,7 @@ def _train(cfg: TrainConfig, data_dir, progress: bool):
     corpus = load_corpus("ptb", "train", data_dir)
     lines = corpus.docs[:cfg.train_lines] if cfg.train_lines else corpus.docs
     tokenizer = train_tokenizer(lines, cfg.vocab_size)
-    ids = tokenize(tokenizer, " ".join(lines))  # joined as METHOD.md §6 joins PTB
+    ids = tokenize(tokenizer, " ".join(lines))  # joined as docs/method.md §6 joins PTB
     if ids.numel() <= cfg.seqlen:
         raise UserError(f"PTB train gives {ids.numel()} tokens, not more than seqlen={cfg.seqlen}")
     special_id = tokenizer.convert_tokens_to_ids(SPECIAL)
@@ -289,7 +289,7 @@ Made with:
 """
 
 
-# The pruning table on the stand-in (README): label → (sparsity, saliency, allocation)
+# The pruning table on the stand-in (results/embedded/opt-standin.md): label → (sparsity, saliency, allocation)
 METHODS = {
     "dense": (0.0, "obs", "uniform"),
     "magnitude": (None, "magnitude", "uniform"),
@@ -304,7 +304,7 @@ def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seql
                   eval_windows: int | None = None, probes: int = 64, estimator: str = "hutchinson",
                   progress: bool = True) -> dict:
     """Dense, magnitude, SparseGPT and the method on the stand-in, PTB test perplexity, with
-    the verdicts on the paper's claims C1-C3 (METHOD.md §7). Calibration: PTB train windows;
+    the verdicts on the paper's claims C1-C3 (docs/method.md §7). Calibration: PTB train windows;
     sensitivities: Hutchinson (or `estimator`; cached). Runs go through experiments.run."""
     from .experiments import RunConfig, run
     from .models import default_calibration, default_evaluation

@@ -1,4 +1,4 @@
-"""Algorithm 1 and its variants (METHOD.md §4) against hand computations."""
+"""Algorithm 1 and its variants (docs/method.md §4) against hand computations."""
 
 import math
 

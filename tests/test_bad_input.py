@@ -1,6 +1,6 @@
 """Bad input, tried systematically: every case ends in one line `samrepro: error: …` that
 names the problem, exit status 2, no traceback, and nothing written (neither --json nor
---save exists afterwards). README's "Faults and bad input" table lists these cases."""
+--save exists afterwards). docs/usage.md's table of faults and bad input lists these cases."""
 
 import gzip
 import json

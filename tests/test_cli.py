@@ -138,7 +138,7 @@ def test_negative_sensitivity_is_refused(tmp_path, capsys, data_dir):
 
 
 @pytest.mark.parametrize("model, calib, scored", [
-    ("embedded", "c4", ("wikitext2", "ptb", "c4")),  # METHOD.md §6
+    ("embedded", "c4", ("wikitext2", "ptb", "c4")),  # docs/method.md §6
     ("opt-ptb-standin", "ptb", ("ptb",)),  # trained on PTB only: as the notebooks score it
 ])
 def test_cli_defaults_follow_the_model_as_the_notebooks_do(model, calib, scored):

@@ -1,4 +1,4 @@
-"""The corpora per METHOD.md §6, from the local folder, and the errors when data is missing."""
+"""The corpora per docs/method.md §6, from the local folder, and the errors when data is missing."""
 
 import hashlib
 import json

@@ -1,4 +1,4 @@
-"""Sensitivity estimators against exact Hessians and direct gradients (METHOD.md §3)."""
+"""Sensitivity estimators against exact Hessians and direct gradients (docs/method.md §3)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The column solver against brute-force sequential OBS and hand-worked cases (METHOD.md §1, §2, §5)."""
+"""The column solver against brute-force sequential OBS and hand-worked cases (docs/method.md §1, §2, §5)."""
 
 import numpy as np
 import pytest

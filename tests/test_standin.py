@@ -33,7 +33,7 @@ def test_committed_checkpoint_loads_offline_in_fp32_and_beats_a_unigram_model(da
     counts = torch.bincount(ids, minlength=len(tokenizer)).double() + 1
     unigram_ppl = math.exp(-float((counts / counts.sum()).log()[targets].mean()))
     assert unigram_ppl > 300  # the text is not trivially predictable token by token
-    # The committed checkpoint (1000 steps; README: PTB valid 212 against 792 for the unigram
+    # The committed checkpoint (1000 steps; its model card: PTB valid 212 against 792 for the unigram
     # fitted on PTB train) is far below even this oracle unigram.
     assert model_ppl < 0.5 * unigram_ppl, (model_ppl, unigram_ppl)
 

@@ -4,8 +4,8 @@ lm-evaluation-harness calls these through `custom_dataset:` in the YAML files be
 one (they are loaded by file path, hence the absolute imports). Each returns a
 `datasets.DatasetDict` whose rows have the fields the harness's own task of the same name
 reads, so that our YAML can use its prompts unchanged. The data folder comes in as the
-task metadata `data_dir` (see samrepro.evaluate.zero_shot); the layout is that of
-../shared/data (data/SOURCES.md):
+task metadata `data_dir` (see samrepro.evaluate.zero_shot); the layout of the local data
+folder (docs/method.md §8):
 
     arc_challenge/ARC-Challenge-Test.jsonl   hub: allenai/ai2_arc ARC-Challenge, test
     hellaswag/hellaswag_val_full.txt         hub: Rowan/hellaswag, validation (derived text)

@@ -1,0 +1,235 @@
+"""The generated parts of README.md and docs/install.md, written from results/ and samrepro.memory.
+
+    python -m samrepro.readme            # rewrite every generated block in place (make readme)
+    python -m samrepro.readme --check    # exit 1, saying which, if a block is not up to date
+
+A generated block sits between the lines `<!-- samrepro.readme:NAME -->` and
+`<!-- /samrepro.readme:NAME -->`; everything else in the files is left as it is. Blocks:
+
+- `claims`: the results at a glance, one row per claim of every results/embedded/*.json.
+  Two claim formats are read. Statistical verdicts (docs/method.md §7): {"claim",
+  "statement", "verdict", "counts": {"holds", "fails", "inconclusive"}, "evidence"}. The
+  earlier single-run verdicts: {"claim", "statement", "verdict": "holds" | "does not hold" |
+  "partly (k of n)", "evidence"}, where a cell either holds or not (no interval).
+- `gpu`, `gpu-all`: predicted memory (samrepro.memory.estimate_memory) and projected time
+  (samrepro.memory.estimate_time, with the probe cost measured in results/embedded/scaling.json)
+  at the paper's protocol, for the paper's models and for every model the estimate knows.
+
+tests/test_readme.py checks that every block equals what this module writes now, so a
+changed result fails the tests until the README is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ("README.md", "docs/install.md")
+RESULTS = Path("results/embedded")  # relative to the checkout; links in the README use it
+# the order of the rows: the paper's claims, then the tables' own
+CLAIM_ORDER = ("C1", "C2", "C3", "C4", "C5", "C6", "T2", "T3")
+# the table notebooks first, then the other results, as a reader meets them
+SOURCE_ORDER = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
+                "allocations", "opt-standin")
+PARTLY = re.compile(r"^partly \((\d+) of (\d+)\)$")
+BLOCK = re.compile(r"(<!-- samrepro\.readme:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+                   r"(<!-- /samrepro\.readme:(?P=name) -->)", re.S)
+
+
+# ---- claims ---------------------------------------------------------------------------------
+
+def counts(claim: dict) -> dict | None:
+    """{"holds", "fails", "inconclusive"} of a statistical verdict; None for a single-run one."""
+    found = claim.get("counts")
+    if isinstance(found, dict):
+        return {k: int(found.get(k, 0)) for k in ("holds", "fails", "inconclusive")}
+    return None
+
+
+def cells(claim: dict) -> str:
+    """How the claim's cells came out, in words."""
+    c = counts(claim)
+    if c is not None:
+        return f"{c['holds']} hold · {c['fails']} fail · {c['inconclusive']} inconclusive"
+    n = len(claim.get("evidence") or [])
+    verdict = str(claim.get("verdict", ""))
+    match = PARTLY.match(verdict)
+    if match:
+        return f"{match.group(1)} of {match.group(2)} hold (single runs)"
+    if verdict == "holds":
+        return f"{n} of {n} hold (single runs)"
+    if verdict == "does not hold":
+        return f"0 of {n} hold (single runs)"
+    return f"{n} cells"
+
+
+def claim_rows(results: Path) -> list[dict]:
+    """Every claim of every results JSON in `results`, in reading order."""
+    rows = []
+    for path in sorted(results.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise SystemExit(f"{path}: not JSON ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+            continue
+        for claim in data["claims"]:
+            rows.append({"source": path.stem, "claim": str(claim["claim"]),
+                         "statement": str(claim.get("statement", "")),
+                         "verdict": str(claim["verdict"]), "cells": cells(claim),
+                         "evidence": [str(e) for e in claim.get("evidence") or []],
+                         "settings": data.get("settings", {})})
+
+    def order(row):
+        base = row["claim"].split("-")[0]
+        return (CLAIM_ORDER.index(base) if base in CLAIM_ORDER else len(CLAIM_ORDER),
+                row["claim"] != base, row["claim"],
+                SOURCE_ORDER.index(row["source"]) if row["source"] in SOURCE_ORDER else 99,
+                row["source"])
+
+    return sorted(rows, key=order)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _settings_line(results: Path) -> str:
+    """The sizes the table notebooks ran at, from table1.json's settings."""
+    path = results / "table1.json"
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    s = data.get("settings", {})
+    parts = [f"preset `{data.get('preset', '?')}`"]
+    if s.get("models"):
+        parts.append("models " + ", ".join(f"`{m}`" for m in s["models"]))
+    if s.get("nsamples") and s.get("seqlen"):
+        parts.append(f"{s['nsamples']} calibration windows of {s['seqlen']} tokens")
+    if s.get("eval_windows"):
+        parts.append(f"{s['eval_windows']} evaluation windows a dataset")
+    if s.get("probes"):
+        parts.append(f"Hutchinson estimates from up to {s['probes']} probes")
+    seeds = s.get("seeds")
+    if isinstance(seeds, list):
+        parts.append(f"{len(seeds)} calibration seeds ({', '.join(map(str, seeds))})")
+    elif isinstance(seeds, int):
+        parts.append(f"{seeds} calibration seeds")
+    else:
+        parts.append("one run per arm (no repeated seeds)")
+    return "Settings of the table notebooks: " + "; ".join(parts) + "."
+
+
+def claims_block(results: Path | None = None) -> str:
+    results = results or ROOT / RESULTS
+    rows = claim_rows(results)
+    lines = ["| claim | the paper says | verdict | cells | first cell | all cells |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        first = r["evidence"][0] if r["evidence"] else ""
+        link = f"[{r['source']}.md]({RESULTS.as_posix()}/{r['source']}.md)" \
+            if (results / f"{r['source']}.md").exists() else f"`{r['source']}.json`"
+        lines.append(f"| {r['claim']} | {_cell(r['statement'])} | **{_cell(r['verdict'])}** | "
+                     f"{r['cells']} | {_cell(first)} | {link} |")
+    settings = _settings_line(results)
+    return "\n".join(lines + ([""] + [settings] if settings else [])) + "\n"
+
+
+# ---- paper scale: memory and time -----------------------------------------------------------
+
+PAPER_SCALE = ("llama-7b", "llama-2-7b", "llama-13b", "llama-2-13b", "opt-1.3b")
+
+
+def _probe_forwards(results: Path) -> float:
+    """A probe's cost in forwards of one window, measured by benchmarks/scaling.py."""
+    data = json.loads((results / "scaling.json").read_text(encoding="utf-8"))
+    return float(data["rates"]["probe_in_forwards"])
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def gpu_block(models=PAPER_SCALE, results: Path | None = None, device_gib=(80,)) -> str:
+    import torch
+
+    from .memory import GIB, PAPER_MODELS, estimate_memory, estimate_time
+
+    results = results or ROOT / RESULTS
+    forwards = _probe_forwards(results)
+    head = ["model", "parameters", "fp16 weights (download, host RAM)"]
+    for g in device_gib:
+        head += [f"pruning: peak on one {g} GB GPU", f"Hutchinson probe (1×2048) on {g} GB GPUs"]
+    head += ["pruning time", "64 probes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in models or PAPER_MODELS:
+        row = None
+        for g in device_gib:
+            e = estimate_memory(name, 128, 2048, g * 1e9, torch.float16)
+            if row is None:
+                row = [name, f"{e['parameters'] / 1e9:.2f} B",
+                       f"{e['parameters'] * 2 / GIB:.1f} GiB"]
+            p, h = e["pruning"], e["hutchinson"]
+            row.append(f"{p['peak'] / GIB:.1f} GiB" + (" (does not fit)"
+                                                       if p["placement"] == "does not fit" else ""))
+            row.append(f"{h['peak'] / GIB:.0f} GiB on {h['min_devices']} GPU"
+                       + ("s" if h["min_devices"] > 1 else ""))
+        t = estimate_time(name, 128, 2048, probe_forwards=forwards)
+        row += [f"~{_minutes(t['pruning_seconds'])}", f"~{_minutes(64 * t['probe_seconds'])}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gpu_all_block(results: Path | None = None) -> str:
+    from .memory import PAPER_MODELS
+
+    return gpu_block(tuple(PAPER_MODELS), results, device_gib=(80, 24))
+
+
+BLOCKS = {"claims": claims_block, "gpu": gpu_block, "gpu-all": gpu_all_block}
+
+
+# ---- rewriting ------------------------------------------------------------------------------
+
+def render(text: str) -> str:
+    """`text` with every generated block replaced by what the generators write now."""
+    def replace(match):
+        name = match.group("name")
+        if name not in BLOCKS:
+            raise SystemExit(f"unknown generated block {name!r}: known {', '.join(BLOCKS)}")
+        return match.group(1) + BLOCKS[name]() + match.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def blocks(text: str) -> dict[str, str]:
+    """{name: body} of the generated blocks in `text`."""
+    return {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m samrepro.readme",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a block is not what would be written")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in FILES:
+        path = ROOT / name
+        text = path.read_text(encoding="utf-8")
+        new = render(text)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    verb = "out of date" if args.check else "rewritten"
+    print(f"{verb}: {', '.join(stale)}" if stale else "generated blocks up to date")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
