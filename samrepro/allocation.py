@@ -1,4 +1,4 @@
-"""Per-matrix sparsities from sensitivities (docs/method.md §4, the paper's Algorithm 1).
+"""Per-matrix sparsities from sensitivities (METHOD.md §4, the paper's Algorithm 1).
 
 `allocate(sensitivity, sizes, sparsity, alpha, method)` maps each prunable matrix name to its
 sparsity. Methods:
@@ -93,7 +93,7 @@ def _shift_to_exact(base: dict[str, float], sizes: dict[str, int], p: float, alp
 
 def allocate(sensitivity: dict[str, float], sizes: dict[str, int], sparsity: float,
              alpha: float, method: str) -> dict[str, float]:
-    """Sparsity of every matrix in `sizes` (name → parameter count), docs/method.md §4."""
+    """Sparsity of every matrix in `sizes` (name → parameter count), METHOD.md §4."""
     p = _check(sensitivity, sizes, sparsity, alpha, method)
     if method == "uniform":
         return {name: p for name in sizes}
