@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .allocation import allocate, overall_sparsity
+from .allocation import CONTROLS, allocate, overall_sparsity
 from .cache import cached, digest
 from .data import calibration_windows, eval_stream
 from .data import data_dir as local_data_dir
@@ -237,7 +237,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
                                               config.seqlen, config.seed, data_dir)
         result["calibration_source"] = corpus.source
         result["calibration_data"] = corpus.provenance
-    if config.allocation == "uniform" or not needs_data:
+    if config.allocation in ("uniform", *CONTROLS) or not needs_data:
         sensitivity = {}
     elif sensitivity is None:
         estimator = "owl" if config.allocation == "owl" else config.estimator
@@ -245,7 +245,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
         sensitivity = traces(estimate)
         result["sensitivity_floored_at_zero"] = floored(estimate)
     sparsities = allocate(sensitivity, sizes, config.sparsity, config.resolved_alpha,
-                          config.allocation)
+                          config.allocation, seed=config.seed)
     result["sparsities"] = sparsities
     result["planned_sparsity"] = overall_sparsity(sparsities, sizes)
     folder = local_data_dir(data_dir)
