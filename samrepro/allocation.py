@@ -16,16 +16,26 @@ sparsity. Methods:
   whose |W|·‖X‖ exceeds M = 5 times its layer's mean, see sensitivity.owl_outliers); a layer's
   outlier ratio D is its outliers over its weights, and the layer density is
   (D − min D)/(max D − min D)·2λ, shifted to mean 1 − p. `alpha` is OWL's λ (0.08 in OWL).
+- `paper-code`: what the authors' public code computes (weight-level mode): density
+  0.4 + rank·(U − 0.4)/(N − 1), U = 2(1 − p) − 0.4, i.e. the low end fixed at 0.4 whatever p
+  is: Algorithm 1 at p = 0.5, uniform at p = 0.6, inverted above (the most sensitive matrix
+  is pruned most). `alpha` plays no part.
+Controls (docs/method.md §4), which need no sensitivity:
+- `random`: Algorithm 1's schedule on a random ranking drawn from `seed` (a placebo);
+- `depth`: Algorithm 1 over decoder layers ranked by depth alone (the first layer keeps most).
+Both are shifted like `exact`, so that their overall sparsity is p.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import re
 
 from .errors import UserError, check_sparsity
 
-ALLOCATIONS = ("uniform", "paper", "exact", "layer", "owl")
+ALLOCATIONS = ("uniform", "paper", "exact", "layer", "owl", "paper-code", "random", "depth")
+CONTROLS = ("random", "depth")  # allocations that read no sensitivity
 
 
 def layer_of(name: str) -> str:
@@ -45,7 +55,10 @@ def _check(sensitivity, sizes, sparsity, alpha, method):
     if method not in ALLOCATIONS:
         raise UserError(f"unknown allocation {method!r}: choose from {', '.join(ALLOCATIONS)}")
     p = check_sparsity(sparsity)
-    if method == "uniform":
+    if method == "paper-code" and p >= 0.8:
+        raise UserError(f"the authors' code allocation (paper-code) gives the most sensitive "
+                        f"matrix density 2(1 − p) − 0.4 ≤ 0 at p = {p}: use p < 0.8")
+    if method in ("uniform", "paper-code"):
         return p
     if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha < 0:
         raise UserError(f"alpha must be a number ≥ 0, got {alpha!r}")
@@ -53,6 +66,8 @@ def _check(sensitivity, sizes, sparsity, alpha, method):
         raise UserError(f"alpha={alpha} is too wide for sparsity {p}: the range "
                         f"[{p - alpha:.3g}, {p + alpha:.3g}] must lie in [0, 1); use alpha ≤ "
                         f"{min(p, 1 - p):.3g}")
+    if method in CONTROLS:
+        return p
     missing = [name for name in sizes if name not in sensitivity]
     if missing:
         raise UserError(f"no sensitivity for {len(missing)} prunable matrices (e.g. {missing[0]}): "
@@ -91,20 +106,41 @@ def _shift_to_exact(base: dict[str, float], sizes: dict[str, int], p: float, alp
     return shifted((a + b) / 2)
 
 
+def _paper_code(scores: dict[str, float], p: float) -> dict[str, float]:
+    """The authors' code: density 0.4 + rank·(U − 0.4)/(N − 1), U = 2(1 − p) − 0.4."""
+    order = sorted(scores, key=lambda name: scores[name])
+    top = 2 * (1 - p) - 0.4
+    step = (top - 0.4) / (len(order) - 1) if len(order) > 1 else 0.0
+    return {name: 1 - (0.4 + rank * step) for rank, name in enumerate(order)}
+
+
 def allocate(sensitivity: dict[str, float], sizes: dict[str, int], sparsity: float,
-             alpha: float, method: str) -> dict[str, float]:
-    """Sparsity of every matrix in `sizes` (name → parameter count), METHOD.md §4."""
+             alpha: float, method: str, seed: int = 0) -> dict[str, float]:
+    """Sparsity of every matrix in `sizes` (name → parameter count), METHOD.md §4.
+    `seed` draws the ranking of the `random` control."""
     p = _check(sensitivity, sizes, sparsity, alpha, method)
     if method == "uniform":
         return {name: p for name in sizes}
-    scores = {name: float(sensitivity[name]) for name in sizes}
-    if method == "paper":
-        return _linear_in_rank(scores, p, alpha)
-    if method == "exact":
-        return _shift_to_exact(_linear_in_rank(scores, p, alpha), sizes, p, alpha)
     layers: dict[str, list[str]] = {}
     for name in sizes:
         layers.setdefault(layer_of(name), []).append(name)
+    if method == "random":
+        order = list(sizes)
+        random.Random(seed).shuffle(order)
+        ranked = {name: float(rank) for rank, name in enumerate(order)}
+        return _shift_to_exact(_linear_in_rank(ranked, p, alpha), sizes, p, alpha)
+    if method == "depth":  # the first layer ranks as the most sensitive
+        ranked = {layer: float(-index) for index, layer in enumerate(layers)}
+        per_layer = _linear_in_rank(ranked, p, alpha)
+        return _shift_to_exact({name: per_layer[layer_of(name)] for name in sizes}, sizes, p,
+                               alpha)
+    scores = {name: float(sensitivity[name]) for name in sizes}
+    if method == "paper":
+        return _linear_in_rank(scores, p, alpha)
+    if method == "paper-code":
+        return _paper_code(scores, p)
+    if method == "exact":
+        return _shift_to_exact(_linear_in_rank(scores, p, alpha), sizes, p, alpha)
     if method == "layer":
         per_layer = _linear_in_rank({layer: sum(scores[n] for n in names)
                                      for layer, names in layers.items()}, p, alpha)

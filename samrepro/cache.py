@@ -13,10 +13,10 @@ import json
 import warnings
 from typing import Callable
 
-from .files import write_json
-from .models import cache_dir
+from .files import cache_dir, write_json
+from .provenance import code_hash
 
-FORMAT = 1  # bump when the meaning of cached values changes
+FORMAT = 2  # bump when the meaning of cached values changes
 
 
 def digest(key: dict) -> str:
@@ -24,8 +24,11 @@ def digest(key: dict) -> str:
 
 
 def cached(kind: str, key: dict, compute: Callable[[], dict]) -> dict:
-    """compute() once per key; later calls with an equal key read the stored value."""
-    key = json.loads(json.dumps({**key, "format": FORMAT}))  # as stored: tuples become lists
+    """compute() once per key; later calls with an equal key read the stored value.
+
+    The key always includes provenance.code_hash(): a change to the code that computes the
+    numbers (the solver, say) recomputes instead of serving a value the old code made."""
+    key = json.loads(json.dumps({**key, "format": FORMAT, "code": code_hash()}))  # as stored: tuples become lists
     path = cache_dir() / kind / f"{digest(key)}.json"
     if path.exists():
         try:

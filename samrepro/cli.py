@@ -17,7 +17,8 @@ from .allocation import ALLOCATIONS
 from .data import DATASETS, calibration_windows
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
 from .errors import UserError, check_sparsity
-from .experiments import (DTYPES, SAVE_MARK, RunConfig, default_device, load,
+from .hardware import DTYPES
+from .experiments import (SAVE_MARK, RunConfig, default_device, load,
                           prune_and_evaluate, sensitivity_for, traces, versions)
 from .files import write_json
 from .models import default_calibration, default_evaluation, default_seqlen
@@ -61,8 +62,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="tokens per window (default: 2048, or the model's context if shorter)")
     p.add_argument("--data-dir", default=None, help="local data folder (else SAMREPRO_DATA_DIR, else the hub)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if present)")
-    p.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="model weights dtype (default: float32 on CPU, float16 on GPU)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                   help="dtype of the model's weights and forwards; Hessians and the solver "
+                        "stay fp32 (default auto: bfloat16 on a CPU with a bf16 unit or a GPU "
+                        "of compute capability ≥ 8, float16 on older GPUs, else float32)")
     p.add_argument("--num-layers", type=int, default=None,
                    help="keep only the first N decoder layers (smoke tests)")
     p.add_argument("--batch-size", type=int, default=8, help="calibration windows per forward")

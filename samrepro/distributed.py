@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from .data import calibration_windows
-    from .experiments import DTYPES
+    from .hardware import DTYPES
     from .files import write_json
     from .models import load_model
 

@@ -23,7 +23,11 @@ from .errors import UserError
 @torch.no_grad()
 def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int, max_windows: int | None = None,
                batch_size: int = 1, progress: bool = True, desc: str = "perplexity") -> dict:
-    """Return {"ppl", "nll", "windows", "tokens"} for the 1-D token stream `ids`."""
+    """Return {"ppl", "nll", "windows", "tokens", "window_nll"} for the 1-D token stream `ids`.
+
+    `window_nll` lists each window's mean NLL per predicted token, in stream order: the paired
+    intervals of samrepro.stats resample them (every window predicts seqlen − 1 tokens, so
+    `nll` is their mean)."""
     windows = ids.numel() // seqlen
     if windows == 0:
         raise UserError(f"the stream has {ids.numel()} tokens, fewer than seqlen={seqlen}")
@@ -33,16 +37,15 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int, max_windows: in
         windows = min(windows, max_windows)
     device = next(model.parameters()).device
     stream = ids[: windows * seqlen].view(windows, seqlen)
-    total_nll, total_tokens = 0.0, 0
+    window_nll = []
     for batch in tqdm(stream.split(batch_size), desc=desc, disable=not progress):
         batch = batch.to(device)
         logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                              reduction="sum")
-        total_nll += float(nll)
-        total_tokens += batch[:, 1:].numel()
-    mean = total_nll / total_tokens
-    return {"ppl": math.exp(mean), "nll": mean, "windows": windows, "tokens": total_tokens}
+        nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+        window_nll += nll.double().mean(1).tolist()  # targets: every token after the first
+    mean = math.fsum(window_nll) / windows
+    return {"ppl": math.exp(mean), "nll": mean, "windows": windows,
+            "tokens": windows * (seqlen - 1), "window_nll": window_nll}
 
 
 # ---- zero-shot and leaderboard accuracy through lm-evaluation-harness (docs/method.md §6) ----

@@ -10,26 +10,25 @@ import hashlib
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from .allocation import allocate, overall_sparsity
+from .allocation import CONTROLS, allocate, overall_sparsity
 from .cache import cached, digest
 from .data import calibration_windows, eval_stream
 from .data import data_dir as local_data_dir
 from .errors import UserError
 from .evaluate import check_tasks, perplexity, zero_shot
 from .files import save_model
+from .hardware import DTYPES, default_device, machine, resolve_dtype
 from .models import count_zeros, load_model, prunable_linears
 from .pipeline import layer_hessian_diagonals, prune_model
-from .provenance import model_provenance, versions, warn_if_versions_differ, weights_sha256
+from .provenance import (code_hash, git_commit, model_provenance, versions,
+                         warn_if_versions_differ, weights_sha256)
 from .resume import RunCheckpoint
 from .sensitivity import ESTIMATORS, fisher, hutchinson, owl_outliers
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -50,7 +49,7 @@ class RunConfig:
     eval_windows: int | None = None
     seed: int = 0
     num_layers: int | None = None
-    dtype: str | None = None  # None: float32 on CPU, float16 on GPU
+    dtype: str = "auto"  # auto: bf16 where the device has a bf16 unit (hardware.fast_dtype)
     probes: int = 100
     rel_tol: float = 0.2
     distribution: str = "gaussian"
@@ -80,13 +79,14 @@ class RunConfig:
         return data
 
 
-def default_device(device=None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def on_device(config: RunConfig, device) -> RunConfig:
+    """`config` with its dtype resolved for `device` (`auto` → bfloat16, float16 or float32),
+    so that the run's identity names the dtype it computed in."""
+    return replace(config, dtype=resolve_dtype(config.dtype, device))
 
 
 def load(config: RunConfig, device: torch.device):
-    dtype = DTYPES[config.dtype] if config.dtype else (
-        torch.float32 if device.type == "cpu" else torch.float16)
+    dtype = DTYPES[resolve_dtype(config.dtype, device)]
     model, tokenizer = load_model(config.model, dtype, config.trust_remote_code,
                                   config.num_layers, seed=config.seed,
                                   allow_bin_weights=config.allow_bin_weights)
@@ -220,6 +220,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     if config.tasks:  # before hours of pruning, not after
         check_tasks(config.tasks, config.settings, config.limit)
     device = default_device(device)
+    config = on_device(config, device)
     prune_n, prune_m = config.nm or (0, 0)
     model, tokenizer = load(config, device)
     dense_zeros, total = count_zeros(model)
@@ -227,7 +228,8 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     # read the evaluation data first: a missing or damaged file fails before any pruning
     streams = {name: _eval_stream(name, tokenizer, config.seqlen, data_dir) for name in config.eval}
     result = {"config": config.key(), "dense_zeros": dense_zeros, "prunable_parameters": total,
-              "device": str(device), "versions": versions(),
+              "device": str(device), "machine": machine(), "versions": versions(),
+              "code": code_hash(), "git_commit": git_commit(),
               "model": model_provenance(config.model, model)}
     needs_data = config.sparsity > 0 or config.wbits < 16
     windows = None
@@ -236,7 +238,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
                                               config.seqlen, config.seed, data_dir)
         result["calibration_source"] = corpus.source
         result["calibration_data"] = corpus.provenance
-    if config.allocation == "uniform" or not needs_data:
+    if config.allocation in ("uniform", *CONTROLS) or not needs_data:
         sensitivity = {}
     elif sensitivity is None:
         estimator = "owl" if config.allocation == "owl" else config.estimator
@@ -244,7 +246,7 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
         sensitivity = traces(estimate)
         result["sensitivity_floored_at_zero"] = floored(estimate)
     sparsities = allocate(sensitivity, sizes, config.sparsity, config.resolved_alpha,
-                          config.allocation)
+                          config.allocation, seed=config.seed)
     result["sparsities"] = sparsities
     result["planned_sparsity"] = overall_sparsity(sparsities, sizes)
     folder = local_data_dir(data_dir)
@@ -285,12 +287,22 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     return result
 
 
+def _isa(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    facts = machine()
+    return "+".join([facts["isa"], *facts["bf16_units"]])
+
+
 def run(config: RunConfig, data_dir=None, device=None, progress: bool = True) -> dict:
     """prune_and_evaluate, cached by the config (and the data folder in force)."""
     from .data import data_dir as resolve
 
     folder = resolve(data_dir)
-    key = {**config.key(), "data_dir": str(folder) if folder else "hub"}
+    device = default_device(device)
+    config = on_device(config, device)
+    # the CPU's vector ISA changes the rounding of bf16 and fp32 kernels (hardware.machine)
+    key = {**config.key(), "data_dir": str(folder) if folder else "hub", "isa": _isa(device)}
     result = cached("runs", key, lambda: prune_and_evaluate(config, data_dir, device, progress))
     warn_if_versions_differ(result.get("versions"), f"the cached run {digest(key)}")
     return {**result, "run_id": digest(key)}

@@ -76,3 +76,10 @@ def file_sha256(path: str | os.PathLike) -> str:
                 h.update(block)
         _HASHES[key] = h.hexdigest()
     return _HASHES[key]
+
+
+def cache_dir() -> Path:
+    """Where samrepro keeps what it derives once (embedded checkpoint, results caches)."""
+    base = os.environ.get("SAMREPRO_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "samrepro"
+    return Path(base)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .files import cache_dir
 
 EMBEDDED = "embedded"
 TINY = ("tiny-llama", "tiny-opt")
@@ -93,13 +94,6 @@ def count_zeros(model: nn.Module) -> tuple[int, int]:
         zeros += int((linear.weight == 0).sum())
         total += linear.weight.numel()
     return zeros, total
-
-
-def cache_dir() -> Path:
-    """Where samrepro keeps what it derives once (embedded checkpoint, results caches)."""
-    base = os.environ.get("SAMREPRO_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "samrepro"
-    return Path(base)
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,

@@ -5,10 +5,14 @@ only comparable when made the same way).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import platform
+import subprocess
 import warnings
+from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,6 +29,43 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             found[package] = None
     return found
+
+
+# The modules whose code determines a run's numbers: a change to any of them (beyond comments
+# and docstrings) changes code_hash(), hence every run's cache key.
+NUMERIC_MODULES = ("allocation", "data", "evaluate", "experiments", "hardware", "hessian",
+                   "models", "pipeline", "sensitivity", "solver")
+
+
+@lru_cache(maxsize=1)
+def code_hash() -> str:
+    """sha256 (first 16 hex digits) of NUMERIC_MODULES' code, read as syntax trees without
+    docstrings, so that an edit of a comment or a docstring keeps the cached runs."""
+    h = hashlib.sha256()
+    folder = Path(__file__).resolve().parent
+    for name in NUMERIC_MODULES:
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(f"{name}|{ast.dump(tree)}|".encode())
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The checkout's commit (with '+changes' when the working tree differs), or None."""
+    folder = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=folder,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if dirty else "")
 
 
 def weights_sha256(model: nn.Module) -> str:

@@ -41,7 +41,7 @@ from torch import nn
 
 from .cache import digest
 from .files import write_bytes, write_json
-from .models import cache_dir
+from .files import cache_dir
 
 FORMAT = 1  # bump when the layout or meaning of checkpoints changes
 

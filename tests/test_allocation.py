@@ -79,7 +79,7 @@ def test_bad_input_is_refused_not_clipped(sens, p, alpha, message):
 
 def test_unknown_method():
     with pytest.raises(UserError, match="unknown allocation"):
-        allocate(SENS, SIZES, 0.5, 0.1, "random")
+        allocate(SENS, SIZES, 0.5, 0.1, "shuffled")
 
 
 def test_negative_estimates_within_noise_count_as_zero_and_are_listed():
@@ -92,3 +92,41 @@ def test_negative_estimates_within_noise_count_as_zero_and_are_listed():
     assert floored(estimate) == ["a"]
     with pytest.raises(UserError, match="finite number"):
         allocate(traces(estimate), {k: 1 for k in "abc"}, 0.5, 0.1, "paper")
+
+
+def test_paper_code_is_the_authors_formula_on_five_matrices():
+    """density 0.4 + rank·(U − 0.4)/(N − 1), U = 2(1 − p) − 0.4, by hand for N = 5."""
+    sizes = {f"model.layers.{i}.mlp.down_proj": 10 for i in range(5)}
+    sens = dict(zip(sizes, [0.5, 0.1, 0.9, 0.3, 0.7]))  # ranks 2, 0, 4, 1, 3
+    at_70 = allocate(sens, sizes, 0.7, 0.1, "paper-code")
+    # U = 0.2: densities by rank 0.4, 0.35, 0.3, 0.25, 0.2 → sparsities 0.6 … 0.8
+    expected = {0: 0.7, 1: 0.6, 2: 0.8, 3: 0.65, 4: 0.75}
+    for i, name in enumerate(sizes):
+        assert at_70[name] == pytest.approx(expected[i])
+    assert max(at_70, key=at_70.get) == max(sens, key=sens.get)  # most sensitive, most pruned
+    assert all(v == pytest.approx(0.6) for v in allocate(sens, sizes, 0.6, 0.1, "paper-code").values())
+    at_50 = allocate(sens, sizes, 0.5, 0.1, "paper-code")
+    for name, value in allocate(sens, sizes, 0.5, 0.1, "paper").items():
+        assert at_50[name] == pytest.approx(value)  # Algorithm 1 at p = 0.5
+    with pytest.raises(UserError, match="p < 0.8"):
+        allocate(sens, sizes, 0.8, 0.1, "paper-code")
+
+
+def test_random_control_keeps_the_overall_sparsity_and_its_ranking_follows_the_seed():
+    a = allocate({}, SIZES, 0.5, 0.1, "random", seed=0)
+    b = allocate({}, SIZES, 0.5, 0.1, "random", seed=1)
+    exact = allocate(SENS, SIZES, 0.5, 0.1, "exact")
+    for got in (a, b):
+        assert overall_sparsity(got, SIZES) == pytest.approx(overall_sparsity(exact, SIZES), abs=1e-4)
+        assert overall_sparsity(got, SIZES) == pytest.approx(0.5, abs=1e-4)
+        assert all(0.4 - 1e-9 <= v <= 0.6 + 1e-9 for v in got.values())
+    assert sorted(SIZES, key=a.get) != sorted(SIZES, key=b.get)
+    assert a == allocate({}, SIZES, 0.5, 0.1, "random", seed=0)
+
+
+def test_depth_control_gives_earlier_layers_lower_sparsity_at_p():
+    got = allocate({}, SIZES, 0.5, 0.1, "depth")
+    first = [v for k, v in got.items() if ".layers.0." in k]
+    last = [v for k, v in got.items() if ".layers.1." in k]
+    assert max(first) < min(last)
+    assert overall_sparsity(got, SIZES) == pytest.approx(0.5, abs=1e-4)

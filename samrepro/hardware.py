@@ -1,0 +1,79 @@
+"""The machine a run computes on: its device, the dtype that is fast there, and the CPU facts
+that change float rounding (recorded in each run's provenance and identity).
+
+`auto` (the default dtype) picks bf16 where the device has a bf16 matrix unit: a CPU with
+AMX-BF16 or AVX512-BF16 (~13× the fp32 matmul rate on 2 cores) or a CUDA GPU of compute
+capability 8.0 and up; fp16 on older GPUs; fp32 on a CPU without bf16 instructions. Only the
+model's weights and forwards use it: Hessians and the solver stay in fp32 (hessian, solver).
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+
+import torch
+
+from .errors import UserError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def default_device(device=None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags the kernel reports for the first CPU (empty if unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def fast_dtype(device: torch.device, flags: frozenset[str] | None = None) -> str:
+    """The dtype `auto` stands for on `device` (see the module docstring)."""
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return "bfloat16" if major >= 8 else "float16"
+    if device.type == "cpu":
+        flags = cpu_flags() if flags is None else flags
+        return "bfloat16" if any(f in flags for f in BF16_CPU_FLAGS) else "float32"
+    return "float32"
+
+
+def resolve_dtype(name: str | None, device) -> str:
+    """`auto` (or None) → the fast dtype of `device`; an explicit name is checked and kept."""
+    if name in (None, "auto"):
+        return fast_dtype(default_device(device))
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}: choose auto, {', '.join(DTYPES)}")
+    return name
+
+
+def machine() -> dict:
+    """What changes a run's rounding besides the code: CPU model, vector ISA, bf16 units,
+    torch threads (and the GPU's name when one is used)."""
+    found = {"cpu": _cpu_model(), "isa": torch.backends.cpu.get_cpu_capability(),
+             "bf16_units": [f for f in BF16_CPU_FLAGS if f in cpu_flags()],
+             "threads": torch.get_num_threads(), "machine": platform.machine()}
+    if torch.cuda.is_available():
+        found["gpu"] = torch.cuda.get_device_name()
+    return found
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
