@@ -3,6 +3,7 @@
 #   make notebooks  run every notebook at the embedded preset into results/embedded/
 #   make demo       prune the embedded model to 50% with the CLI and evaluate its perplexity
 #   make test       run the test suite (unit tests, and every notebook at the smoke preset)
+#   make verify NOTEBOOK=table1   re-run a committed result and check it against its intervals
 # CPU installs pin torch to its CPU build (constraints-cpu.txt); GPU users see README.
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +16,7 @@ NOTEBOOKS := table1 table2 table3 table4 figure1 figure2 figure3 allocations wal
 PRESET ?= embedded
 RUN_IN_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup demo test notebooks $(NOTEBOOKS)
+.PHONY: setup demo test verify notebooks $(NOTEBOOKS)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
@@ -39,3 +40,8 @@ $(NOTEBOOKS): setup
 		results/$(PRESET)/$@.ipynb -p preset $(PRESET)
 
 notebooks: $(NOTEBOOKS)
+
+# A reviewer's check: re-run one committed result from a scratch cache, compare cell by cell.
+NOTEBOOK ?= table1
+verify: setup
+	$(RUN_IN_VENV) $(BIN)/samrepro verify results/$(PRESET)/$(NOTEBOOK).json
