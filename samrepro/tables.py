@@ -258,6 +258,15 @@ def matrix_table(estimates: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def figure1(s: dict):
+    """Layer sensitivity over depth (the paper's Figure 1): per model the layer table and its
+    estimates by every estimator; the C5 claim. Returns (df, claims, estimates by model)."""
+    estimates = {m: sensitivities(s, m) for m in s["models"]}
+    layers = {m: layer_table(e) for m, e in estimates.items()}
+    df = pd.concat([d.assign(model=m) for m, d in layers.items()], ignore_index=True)
+    return df, [figure1_claim(layers)], estimates
+
+
 def figure1_claim(layers_by_model: dict[str, pd.DataFrame]) -> dict:
     """C5: the first and the last layer each rank above every middle layer, decided from
     the layer traces' standard errors (pooled over probes, windows and seeds)."""
