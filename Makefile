@@ -3,6 +3,7 @@
 #   make notebooks  run every notebook at the embedded preset into results/embedded/
 #   make demo       prune the embedded model to 50% with the CLI and evaluate its perplexity
 #   make test       run the test suite (unit tests, and every notebook at the smoke preset)
+#   make verify NOTEBOOK=table1   re-run a committed result and check it against its intervals
 #   make lab        JupyterLab on notebooks/, with the .venv's Python as the kernel (offline)
 #   make readme     rewrite the README's generated blocks from results/ (samrepro.readme)
 # torch comes from TORCH_INDEX (the CPU build) when that index answers, else from pip's own
@@ -20,7 +21,7 @@ NOTEBOOKS := table1 table2 table3 table4 figure1 figure2 figure3 allocations wal
 PRESET ?= embedded
 RUN_IN_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup demo test lab readme notebooks $(NOTEBOOKS)
+.PHONY: setup demo test verify lab readme notebooks $(NOTEBOOKS)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
@@ -63,3 +64,8 @@ $(NOTEBOOKS): setup
 		results/$(PRESET)/$@.ipynb -p preset $(PRESET)
 
 notebooks: $(NOTEBOOKS)
+
+# A reviewer's check: re-run one committed result from a scratch cache, compare cell by cell.
+NOTEBOOK ?= table1
+verify: setup
+	$(RUN_IN_VENV) $(BIN)/samrepro verify results/$(PRESET)/$(NOTEBOOK).json

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(s)
     _estimation(s)
     s.add_argument("--json", default=None, metavar="FILE", help="write the estimates here")
+
+    v = sub.add_parser("verify", help="re-run a committed result from a scratch cache and "
+                                      "check each value against its committed interval")
+    v.add_argument("results", help="a results JSON, e.g. results/embedded/table1.json")
+    v.add_argument("--scratch", default=None, help="folder for the re-run (default: a new "
+                                                   "temporary folder)")
     return parser
 
 
@@ -276,7 +282,7 @@ def _summary(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quiet:  # no progress bars from the libraries either: stderr holds only errors
+    if getattr(args, "quiet", False):  # no progress bars from the libraries: stderr holds only errors
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -285,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             print(_summary(run_prune(args)))
         elif args.command == "sensitivity":
             print(_sensitivity_summary(run_sensitivity(args)))
+        elif args.command == "verify":
+            from .verify import verify
+
+            return verify(args.results, args.scratch)
     except UserError as e:
         print(f"samrepro: error: {e}", file=sys.stderr)
         return 2

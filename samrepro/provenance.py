@@ -37,12 +37,13 @@ NUMERIC_MODULES = ("allocation", "data", "evaluate", "experiments", "hardware", 
                    "models", "pipeline", "sensitivity", "solver")
 
 
-@lru_cache(maxsize=1)
-def code_hash() -> str:
-    """sha256 (first 16 hex digits) of NUMERIC_MODULES' code, read as syntax trees without
-    docstrings, so that an edit of a comment or a docstring keeps the cached runs."""
+@lru_cache(maxsize=4)
+def code_hash(folder: Path | None = None) -> str:
+    """sha256 (first 16 hex digits) of NUMERIC_MODULES' code (in the package's folder), read
+    as syntax trees without docstrings, so that an edit of a comment or a docstring keeps
+    the cached runs."""
     h = hashlib.sha256()
-    folder = Path(__file__).resolve().parent
+    folder = folder or Path(__file__).resolve().parent
     for name in NUMERIC_MODULES:
         tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
         for node in ast.walk(tree):

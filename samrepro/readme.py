@@ -67,6 +67,13 @@ def cells(claim: dict) -> str:
     return f"{n} cells"
 
 
+def verdict_text(row: dict) -> str:
+    """The verdict as the table shows it: the results' own words, and for a single-run verdict
+    the note that no interval stands behind it."""
+    text = f"**{_cell(row['verdict'])}**"
+    return text if row["counts"] is not None else f"{text} (single runs)"
+
+
 def claim_rows(results: Path) -> list[dict]:
     """Every claim of every results JSON in `results`, in reading order."""
     rows = []
@@ -81,6 +88,7 @@ def claim_rows(results: Path) -> list[dict]:
             rows.append({"source": path.stem, "claim": str(claim["claim"]),
                          "statement": str(claim.get("statement", "")),
                          "verdict": str(claim["verdict"]), "cells": cells(claim),
+                         "counts": counts(claim),
                          "evidence": [str(e) for e in claim.get("evidence") or []],
                          "settings": data.get("settings", {})})
 
@@ -127,14 +135,14 @@ def _settings_line(results: Path) -> str:
 def claims_block(results: Path | None = None) -> str:
     results = results or ROOT / RESULTS
     rows = claim_rows(results)
-    lines = ["| claim | the paper says | verdict | cells | first cell | all cells |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| claim | the paper says | verdict | first cell | all cells |",
+             "|---|---|---|---|---|"]
     for r in rows:
         first = r["evidence"][0] if r["evidence"] else ""
         link = f"[{r['source']}.md]({RESULTS.as_posix()}/{r['source']}.md)" \
             if (results / f"{r['source']}.md").exists() else f"`{r['source']}.json`"
-        lines.append(f"| {r['claim']} | {_cell(r['statement'])} | **{_cell(r['verdict'])}** | "
-                     f"{r['cells']} | {_cell(first)} | {link} |")
+        lines.append(f"| {r['claim']} | {_cell(r['statement'])} | {verdict_text(r)} | "
+                     f"{_cell(first)} | {link} |")
     settings = _settings_line(results)
     return "\n".join(lines + ([""] + [settings] if settings else [])) + "\n"
 

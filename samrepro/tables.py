@@ -1,25 +1,48 @@
 """The paper's tables and figures as data: our runs beside the paper's numbers, with the
-verdict on each claim (METHOD.md §7). Notebooks call these and show what they return."""
+verdict on each claim (docs/method.md §7; the rules live in samrepro.claims). Every row runs
+once per calibration seed of the settings and shows the mean with its 95% interval.
+Notebooks call these and show what they return."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from .allocation import ALLOCATIONS, layer_of
+from .claims import (above_all, growing_gain, higher_accuracy, lower_perplexity, verdict,
+                     window_nll)
 from .data import calibration_windows
 from .errors import UserError
 from .experiments import default_device, load, sensitivity_for, traces
-from .report import config, paper_reference, run_all, verdict
+from .report import config, paper_reference, run_all
 from .sensitivity import layer_sensitivity, spearman
+from .stats import perplexity_interval
 
 PPL = ("wikitext2", "ptb", "c4")
 
 
-def _row(result: dict, **labels) -> dict:
-    row = {**labels, "achieved_sparsity": round(result["achieved_sparsity"], 4)}
-    row.update({d: result["perplexity"][d]["ppl"] for d in result["perplexity"]})
+def _arms(s: dict, arms: dict[tuple, dict], desc: str) -> dict[tuple, list[dict]]:
+    """Run every arm (label → RunConfig fields, `model` among them) once per seed of the
+    settings: label → its runs in seed order. Arms share seeds, hence calibration windows."""
+    flat = [(label, seed) for label in arms for seed in range(s["seeds"])]
+    configs = [config(s, arms[label]["model"], **{k: v for k, v in arms[label].items() if k != "model"},
+                      seed=seed) for label, seed in flat]
+    found: dict[tuple, list[dict]] = {}
+    for (label, _), result in zip(flat, run_all(s, configs, desc=desc)):
+        found.setdefault(label, []).append(result)
+    return found
+
+
+def _row(results: list[dict], **labels) -> dict:
+    """One arm's row: mean achieved sparsity, and per stream the perplexity exp(mean NLL)
+    over seeds and windows with its 95% interval (`<stream>_low`, `<stream>_high`)."""
+    row = {**labels, "seeds": len(results),
+           "achieved_sparsity": round(float(np.mean([r["achieved_sparsity"] for r in results])), 4)}
+    for stream in results[0]["perplexity"]:
+        i = perplexity_interval(window_nll(results, stream))
+        row.update({stream: i.estimate, f"{stream}_low": i.low, f"{stream}_high": i.high})
     return row
 
 
@@ -37,46 +60,36 @@ def _c2(mixed: str) -> str:
     return "C2" if mixed == "paper" else f"C2-{mixed}"
 
 
-def _better(df, model, ours: dict, theirs: dict, what: str, columns=PPL) -> list:
-    """(ours < theirs, detail) for each perplexity column of one model's two rows."""
-    def pick(where):
-        mask = df["model"] == model
-        for k, v in where.items():
-            mask &= df[k] == v
-        return df[mask].iloc[0]
-
-    a, b = pick(ours), pick(theirs)
-    return [(bool(a[c] < b[c]), f"{model} {c}: {what} {a[c]:.3f} vs {b[c]:.3f}")
-            for c in columns if c in df and not math.isnan(a[c])]
+def _beats(arms, model, ours: tuple, theirs: tuple, what: str, streams=PPL) -> list[dict]:
+    """lower_perplexity of arm (model, *ours) against (model, *theirs)."""
+    return lower_perplexity(arms[(model, *ours)], arms[(model, *theirs)], streams,
+                            f"{model} {what}")
 
 
 def table1(s: dict):
     """Uniform vs mixed allocation × OBS vs ISC at the first sparsity (paper: 50%).
 
     The mixed rows use the settings' allocation: `paper` (Algorithm 1 as printed, the
-    default, METHOD.md §4) or any other mixed one (`-p allocation exact`); allocations.ipynb
-    sets them all side by side.
+    default, docs/method.md §4) or any other mixed one (`-p allocation exact`);
+    allocations.ipynb sets them all side by side.
     """
     p, mixed = s["sparsities"][0], s["allocation"]
     if mixed not in ALLOCATIONS or mixed == "uniform":
         raise UserError(f"Table 1 sets uniform against a mixed allocation: choose allocation "
                         f"from {', '.join(a for a in ALLOCATIONS if a != 'uniform')}")
     combos = [(alloc, sal) for alloc in ("uniform", mixed) for sal in ("obs", "isc")]
-    runs = [(m, a, sal) for m in s["models"] for a, sal in combos]
-    results = run_all(s, [config(s, m, sparsity=p, allocation=a, saliency=sal)
-                          for m, a, sal in runs], desc="table 1")
+    arms = _arms(s, {(m, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
+                     for m in s["models"] for a, sal in combos}, "table 1")
     df = pd.DataFrame([_row(r, model=m, allocation=a, saliency=sal)
-                       for (m, a, sal), r in zip(runs, results)])
+                       for (m, a, sal), r in arms.items()])
     name = "Algorithm 1 as printed" if mixed == "paper" else f"`{mixed}` allocation"
     claims = [
         verdict("C1", "ISC beats OBS at uniform sparsity",
-                [c for m in s["models"] for c in _better(
-                    df, m, {"allocation": "uniform", "saliency": "isc"},
-                    {"allocation": "uniform", "saliency": "obs"}, "isc vs obs")]),
+                [c for m in s["models"] for c in _beats(arms, m, ("uniform", "isc"),
+                                                        ("uniform", "obs"), "isc vs obs")]),
         verdict(_c2(mixed), f"mixed ({name}) beats uniform, same saliency",
-                [c for m in s["models"] for sal in ("obs", "isc") for c in _better(
-                    df, m, {"allocation": mixed, "saliency": sal},
-                    {"allocation": "uniform", "saliency": sal}, f"{mixed} vs uniform ({sal})")]),
+                [c for m in s["models"] for sal in ("obs", "isc") for c in _beats(
+                    arms, m, (mixed, sal), ("uniform", sal), f"{mixed} vs uniform ({sal})")]),
     ]
     return df, claims, _paper("table1")
 
@@ -89,13 +102,13 @@ def table2(s: dict):
                "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours": dict(sparsity=p, **_method(s)),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
-    runs = [(m, name) for m in s["models"] for name in methods]
-    results = run_all(s, [config(s, m, **methods[name]) for m, name in runs], desc="table 2")
-    df = pd.DataFrame([_row(r, model=m, method=name) for (m, name), r in zip(runs, results)])
-    claims = [verdict("T2", "the method beats SparseGPT and magnitude pruning",
-                      [c for m in s["models"] for base in ("sparsegpt", "magnitude")
-                       for c in _better(df, m, {"method": "ours"}, {"method": base},
-                                        f"ours vs {base}")])]
+    arms = _arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
+                     for name in methods}, "table 2")
+    df = pd.DataFrame([_row(r, model=m, method=name) for (m, name), r in arms.items()])
+    claims = [verdict(f"T2-{base}", f"the method beats {label}",
+                      [c for m in s["models"] for c in _beats(arms, m, ("ours",), (base,),
+                                                              f"ours vs {base}")])
+              for base, label in (("magnitude", "magnitude pruning"), ("sparsegpt", "SparseGPT"))]
     return df, claims, _paper("table2")
 
 
@@ -105,47 +118,42 @@ ACCURACY = {"arc_challenge": "arc", "hellaswag": "hellaswag", "truthfulqa_mc2": 
 
 def table3(s: dict):
     """Accuracy (%) of dense, SparseGPT and the method (ISC + exact allocation) at the first
-    sparsity, in the preset's settings (METHOD.md §6: the paper's dense rows are the
-    leaderboard's),
-    on the first `zero_shot_limit` documents of each task, with standard errors."""
+    sparsity, in the preset's settings (docs/method.md §6: the paper's dense rows are the
+    leaderboard's), on the first `zero_shot_limit` documents of each task, averaged over the
+    seeds, with standard errors over documents."""
     p = s["sparsities"][0]
     methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
     settings = tuple(s["zero_shot_settings"])
-    runs = [(m, name) for m in s["models"] for name in methods]
-    results = run_all(s, [config(s, m, eval=(), tasks=tuple(ACCURACY), settings=settings,
-                                 limit=s["zero_shot_limit"], **methods[name])
-                          for m, name in runs], desc="table 3")
+    arms = _arms(s, {(m, name): dict(model=m, eval=(), tasks=tuple(ACCURACY), settings=settings,
+                                     limit=s["zero_shot_limit"], **methods[name])
+                     for m in s["models"] for name in methods}, "table 3")
     rows = []
-    for (m, name), r in zip(runs, results):
+    for (m, name), results in arms.items():
         for setting in settings:
-            scores = r["accuracy"][setting]
-            row = {"model": m, "method": name, "setting": setting,
-                   "achieved_sparsity": round(r["achieved_sparsity"], 4)}
+            row = {"model": m, "method": name, "setting": setting, "seeds": len(results),
+                   "achieved_sparsity": round(float(np.mean([r["achieved_sparsity"] for r in results])), 4)}
             for task, column in ACCURACY.items():
-                row[column] = 100 * scores[task]["value"]
-                row[f"{column}_se"] = 100 * (scores[task]["stderr"] or 0.0)
+                scores = [r["accuracy"][setting][task] for r in results]
+                row[column] = 100 * float(np.mean([x["value"] for x in scores]))
+                # the seeds score the same documents: their errors are not independent
+                row[f"{column}_se"] = 100 * float(np.mean([x["stderr"] or 0.0 for x in scores]))
             row["avg"] = sum(row[c] for c in ACCURACY.values()) / len(ACCURACY)
             row["avg_se"] = math.sqrt(sum(row[f"{c}_se"] ** 2 for c in ACCURACY.values())) / len(ACCURACY)
-            row["documents"] = min(scores[t]["documents"] for t in ACCURACY)
+            row["documents"] = min(r["accuracy"][setting][t]["documents"] for r in results
+                                   for t in ACCURACY)
             rows.append(row)
     df = pd.DataFrame(rows)
-    evidence = []
+    cells = []
     for m in s["models"]:
         for setting in settings:
             at = df[(df.model == m) & (df.setting == setting)].set_index("method")
             ours, base = at.loc["ours-exact"], at.loc["sparsegpt"]
-            se = math.hypot(ours["avg_se"], base["avg_se"])
-            diff = ours["avg"] - base["avg"]
-            noise = "; within 2 standard errors: not significant" if abs(diff) < 2 * se else ""
-            # a win must show at the precision printed (0.1 points): models at chance on
-            # every task (the OPT stand-in) differ by 0.001 and tie
-            evidence.append((round(diff, 1) > 0,
-                             f"{m} {setting}: average {ours['avg']:.1f} vs SparseGPT "
-                             f"{base['avg']:.1f} (difference {diff:+.1f} ± {se:.1f}, "
-                             f"{int(ours['documents'])} documents a task{noise})"))
+            cells.append(higher_accuracy(ours["avg"], ours["avg_se"], base["avg"], base["avg_se"],
+                                         f"{m} {setting}: average {ours['avg']:.1f} vs SparseGPT "
+                                         f"{base['avg']:.1f} ({int(ours['documents'])} documents a task)"))
     claims = [verdict("T3", "the method keeps more accuracy than SparseGPT (average of the "
-                            "four tasks)", evidence)]
+                            "four tasks)", cells)]
     return df, claims, _paper("table3")
 
 
@@ -156,51 +164,67 @@ def table4(s: dict):
                "gptq-3bit": dict(sparsity=0.0, wbits=3),
                "sparsegpt+gptq": dict(sparsity=p, wbits=4),
                "ours+gptq": dict(sparsity=p, wbits=4, **_method(s))}
-    runs = [(m, name) for m in s["models"] for name in methods]
-    results = run_all(s, [config(s, m, **methods[name]) for m, name in runs], desc="table 4")
+    arms = _arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
+                     for name in methods}, "table 4")
     rows = []
-    for (m, name), r in zip(runs, results):
+    for (m, name), results in arms.items():
         bits, sparsity = methods[name].get("wbits", 16), methods[name]["sparsity"]
-        rows.append(_row(r, model=m, method=name, sparsity=sparsity, wbits=bits,
+        rows.append(_row(results, model=m, method=name, sparsity=sparsity, wbits=bits,
                          ratio=round(16 / bits / (1 - sparsity), 2)))
     df = pd.DataFrame(rows)
     claims = [verdict("C4", "mixed + 4-bit beats SparseGPT + 4-bit at the same ratio",
-                      [c for m in s["models"] for c in _better(
-                          df, m, {"method": "ours+gptq"}, {"method": "sparsegpt+gptq"},
-                          "ours+4bit vs sparsegpt+4bit")])]
+                      [c for m in s["models"] for c in _beats(
+                          arms, m, ("ours+gptq",), ("sparsegpt+gptq",), "ours+4bit vs sparsegpt+4bit")])]
     return df, claims, _paper("table4")
 
 
 def figure3(s: dict):
-    """PTB perplexity against sparsity, per method (paper: 50% → 80%)."""
+    """PTB perplexity against sparsity, per method (paper: 50% → 80%). The runs score every
+    stream of the model, so that they are the very runs of the tables at the same sparsity."""
     sparsities = s["figure3_sparsities"]
     methods = {"magnitude": dict(saliency="magnitude"), "sparsegpt": dict(saliency="obs"),
                "ours": _method(s)}
-    runs = [(m, name, p) for m in s["models"] for name in methods for p in sparsities]
-    results = run_all(s, [config(s, m, sparsity=p, eval=("ptb",), **methods[name])
-                          for m, name, p in runs], desc="figure 3")
+    arms = _arms(s, {(m, name, p): dict(model=m, sparsity=p, **methods[name])
+                     for m in s["models"] for name in methods for p in sparsities}, "figure 3")
     df = pd.DataFrame([_row(r, model=m, method=name, sparsity=p)
-                       for (m, name, p), r in zip(runs, results)])
-    evidence = []
-    for m in s["models"]:
-        gaps = []
-        for p in sparsities:
-            at = df[(df.model == m) & (df.sparsity == p)].set_index("method")["ptb"]
-            gaps.append((at["sparsegpt"] - at["ours"]) / at["sparsegpt"])
-        for (p0, g0), (p1, g1) in zip(zip(sparsities, gaps), zip(sparsities[1:], gaps[1:])):
-            evidence.append((g1 > g0, f"{m}: relative PTB gain over SparseGPT "
-                                      f"{g0:+.1%} at {p0:.0%} → {g1:+.1%} at {p1:.0%}"))
-    return df, [verdict("C3", "the method's advantage grows with sparsity", evidence)]
+                       for (m, name, p), r in arms.items()])
+    cells = [growing_gain({p: arms[(m, "ours", p)] for p in sparsities},
+                          {p: arms[(m, "sparsegpt", p)] for p in sparsities}, "ptb",
+                          f"{m} ours vs sparsegpt") for m in s["models"]]
+    return df, [verdict("C3", "the method's advantage over SparseGPT grows with sparsity", cells)]
+
+
+def _pooled(estimates: list[dict]) -> dict:
+    """Per-matrix estimates of several seeds as one: the mean, and the standard error of the
+    mean of independent estimates (sqrt(Σ SE²)/S); estimates without errors keep none."""
+    names = estimates[0]["matrices"]
+    pooled = {}
+    for name in names:
+        entries = [e["matrices"][name] for e in estimates]
+        entry = {"trace": float(np.mean([x["trace"] for x in entries]))}
+        if all(x.get("stderr") is not None for x in entries):
+            entry["stderr"] = math.sqrt(sum(x["stderr"] ** 2 for x in entries)) / len(entries)
+        pooled[name] = entry
+    first = estimates[0]
+    return {**{k: v for k, v in first.items() if k != "matrices"}, "matrices": pooled,
+            "seeds": len(estimates),
+            "probes": sum(e.get("probes", 0) for e in estimates),
+            "seconds": sum(e.get("seconds", 0.0) for e in estimates)}
 
 
 def sensitivities(s: dict, model_spec: str, estimators=("hutchinson", "fisher", "xxt")) -> dict:
-    """Per-matrix sensitivity of one model by each estimator (cached), on its calibration."""
-    cfg = config(s, model_spec, sparsity=0.0)
+    """Per-matrix sensitivity of one model by each estimator (cached), pooled over the
+    settings' seeds (each seed: its own calibration windows and Hutchinson probes)."""
     device = default_device(s["device"])
-    model, tokenizer = load(cfg, device)
-    windows, corpus = calibration_windows(cfg.calib, tokenizer, cfg.nsamples, cfg.seqlen,
-                                          cfg.seed, s["data_dir"])
-    return {e: sensitivity_for(cfg, model, windows, corpus, e, device) for e in estimators}
+    found: dict[str, list[dict]] = {e: [] for e in estimators}
+    for seed in range(s["seeds"]):
+        cfg = config(s, model_spec, sparsity=0.0, seed=seed)
+        model, tokenizer = load(cfg, device)
+        windows, corpus = calibration_windows(cfg.calib, tokenizer, cfg.nsamples, cfg.seqlen,
+                                              cfg.seed, s["data_dir"])
+        for e in estimators:
+            found[e].append(sensitivity_for(cfg, model, windows, corpus, e, device))
+    return {e: _pooled(found[e]) for e in estimators}
 
 
 def layer_table(estimates: dict) -> pd.DataFrame:
@@ -234,27 +258,42 @@ def matrix_table(estimates: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def figure1(s: dict):
+    """Layer sensitivity over depth (the paper's Figure 1): per model the layer table and its
+    estimates by every estimator; the C5 claim. Returns (df, claims, estimates by model)."""
+    estimates = {m: sensitivities(s, m) for m in s["models"]}
+    layers = {m: layer_table(e) for m, e in estimates.items()}
+    df = pd.concat([d.assign(model=m) for m, d in layers.items()], ignore_index=True)
+    return df, [figure1_claim(layers)], estimates
+
+
 def figure1_claim(layers_by_model: dict[str, pd.DataFrame]) -> dict:
-    evidence = []
+    """C5: the first and the last layer each rank above every middle layer, decided from
+    the layer traces' standard errors (pooled over probes, windows and seeds)."""
+    cells = []
     for model, layers in layers_by_model.items():
-        median = layers["trace"].median()
-        first, last = layers["trace"].iloc[0], layers["trace"].iloc[-1]
-        evidence += [(first > median, f"{model}: first layer {first:.3g} vs median {median:.3g}"),
-                     (last > median, f"{model}: last layer {last:.3g} vs median {median:.3g}")]
+        layers = layers.sort_values("index")
+        middle = {r.layer: (r.trace, r.stderr) for r in layers.iloc[1:-1].itertuples()}
+        for which, r in (("first", layers.iloc[0]), ("last", layers.iloc[-1])):
+            cells.append(above_all(r["trace"], r["stderr"], middle,
+                                   f"{model}: {which} layer above every middle layer:"))
     return verdict("C5", "layer sensitivity is U-shaped (first and last layers most sensitive)",
-                   evidence)
+                   cells)
 
 
 def figure2_claim(matrices_by_model: dict[str, pd.DataFrame]) -> dict:
-    evidence = []
+    """C6: v_proj and down_proj (OPT: fc2) each above every other matrix type but the pair's
+    other member, by the mean trace over layers and its standard error."""
+    cells = []
     for model, matrices in matrices_by_model.items():
-        by_type = matrices.groupby("type")["trace"].mean().sort_values(ascending=False)
-        top2 = list(by_type.index[:2])
-        order = ", ".join(f"{t} {v:.3g}" for t, v in by_type.items())
+        by_type = {t: (part["trace"].mean(), math.sqrt((part["stderr"] ** 2).sum()) / len(part))
+                   for t, part in matrices.groupby("type", sort=False)}
         down = "fc2" if "fc2" in by_type else "down_proj"  # OPT's down projection is fc2
-        evidence += [(t in top2, f"{model}: {t} among the top two (mean by type: {order})")
-                     for t in ("v_proj", down)]
-    return verdict("C6", "v_proj and down_proj are the most sensitive matrix types", evidence)
+        for t, partner in (("v_proj", down), (down, "v_proj")):
+            others = {o: v for o, v in by_type.items() if o not in (t, partner)}
+            cells.append(above_all(*by_type[t], others,
+                                   f"{model}: {t} above every type but {partner}:"))
+    return verdict("C6", "v_proj and down_proj are the most sensitive matrix types", cells)
 
 
 def proxy_correlations(matrices: pd.DataFrame) -> dict[str, float]:
@@ -264,25 +303,26 @@ def proxy_correlations(matrices: pd.DataFrame) -> dict[str, float]:
             for proxy in ("fisher", "xxt") if proxy in matrices}
 
 
+MIXED = ("paper", "exact", "layer", "owl", "paper-code", "random", "depth")
+
+
 def allocations(s: dict):
-    """Every allocation × saliency at every sparsity of the preset (issue 3's study): the
-    planned and achieved sparsity of each, and its perplexities."""
-    runs = [(m, p, a, sal) for m in s["models"] for p in s["sparsities"]
-            for a in ALLOCATIONS for sal in ("obs", "isc")]
-    results = run_all(s, [config(s, m, sparsity=p, allocation=a, saliency=sal)
-                          for m, p, a, sal in runs], desc="allocations")
+    """Every allocation (the paper's, the authors' code's, OWL and the two controls) ×
+    saliency at every sparsity of the preset: planned and achieved sparsity, perplexities;
+    each against uniform, and the trace-based `exact` against the controls."""
+    saliencies = s["allocation_saliencies"]
+    arms = _arms(s, {(m, p, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
+                     for m in s["models"] for p in s["sparsities"] for a in ALLOCATIONS
+                     for sal in saliencies if a != "paper-code" or p < 0.8}, "allocations")
     df = pd.DataFrame([{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal),
-                        "planned_sparsity": round(r["planned_sparsity"], 4)}
-                       for (m, p, a, sal), r in zip(runs, results)])
+                        "planned_sparsity": round(float(np.mean([x["planned_sparsity"] for x in r])), 4)}
+                       for (m, p, a, sal), r in arms.items()])
     claims = []
-    for mixed in ("paper", "exact", "layer", "owl"):
-        evidence = []
-        for m in s["models"]:
-            for p in s["sparsities"]:
-                part = df[(df.model == m) & (df.sparsity == p)]
-                for sal in ("obs", "isc"):
-                    evidence += _better(part, m, {"allocation": mixed, "saliency": sal},
-                                        {"allocation": "uniform", "saliency": sal},
-                                        f"{p:.0%} {mixed} vs uniform ({sal})")
-        claims.append(verdict(_c2(mixed), f"`{mixed}` allocation beats uniform", evidence))
+    for mixed, base in [(a, "uniform") for a in MIXED] + [("exact", "random"), ("exact", "depth")]:
+        cells = [c for m in s["models"] for p in s["sparsities"] for sal in saliencies
+                 if (m, p, mixed, sal) in arms
+                 for c in _beats(arms, m, (p, mixed, sal), (p, base, sal),
+                                 f"{p:.0%} {mixed} vs {base} ({sal})")]
+        label = _c2(mixed) if base == "uniform" else f"control-{base}"
+        claims.append(verdict(label, f"`{mixed}` allocation beats {base}", cells))
     return df, claims

@@ -1,0 +1,49 @@
+"""The run cache knows the code (issue 16): a change to the code that computes the numbers
+gives another key; comments and docstrings do not."""
+
+import shutil
+from pathlib import Path
+
+import samrepro
+from samrepro import cache
+from samrepro.provenance import NUMERIC_MODULES, code_hash
+
+
+def _copy_package(tmp_path: Path) -> Path:
+    folder = tmp_path / "samrepro"
+    folder.mkdir()
+    for name in NUMERIC_MODULES:
+        shutil.copy(Path(samrepro.__file__).parent / f"{name}.py", folder)
+    return folder
+
+
+def test_code_hash_follows_the_code_not_its_comments(tmp_path):
+    folder = _copy_package(tmp_path)
+    before = code_hash(folder)
+    solver = folder / "solver.py"
+    text = solver.read_text()
+    solver.write_text(text.replace('"""The one-shot column solver', '"""The column solver', 1)
+                      + "\n# a comment\n")
+    code_hash.cache_clear()
+    assert code_hash(folder) == before  # a docstring and a comment changed
+    solver.write_text(text.replace("W1[j:].addr_(U1[j, j:], Err1[j], alpha=-1.0)",
+                                   "W1[j:].addr_(U1[j, j:], Err1[j], alpha=-0.5)"))
+    code_hash.cache_clear()
+    assert code_hash(folder) != before  # the OBS update changed
+    code_hash.cache_clear()
+
+
+def test_runs_of_another_code_version_are_recomputed_and_equal_ones_served(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"ppl": float(len(calls))}
+
+    monkeypatch.setattr(cache, "code_hash", lambda: "aaaa")
+    assert cache.cached("runs", {"model": "m"}, compute) == {"ppl": 1.0}
+    assert cache.cached("runs", {"model": "m"}, compute) == {"ppl": 1.0}  # served
+    monkeypatch.setattr(cache, "code_hash", lambda: "bbbb")
+    assert cache.cached("runs", {"model": "m"}, compute) == {"ppl": 2.0}  # recomputed
+    assert len(calls) == 2 and len(list((tmp_path / "runs").glob("*.json"))) == 2

@@ -1,0 +1,84 @@
+"""The regression checks catch a broken method (issue 16): each test breaks the method on
+purpose, recomputes one smoke table from an empty cache, and asserts that the table's
+regression check (the one its notebook runs under nbval) fails on moved values. A check
+weakened so far that a broken method passes turns the suite red here."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samrepro import allocation, evaluate, experiments, report, sensitivity, solver, tables
+
+
+def obs_update_off(monkeypatch):
+    """(a) the OBS error update switched off: a diagonal U spreads no error onto the columns
+    not yet processed (the masks still use the true [H⁻¹]_mm)."""
+    real = solver._upper_cholesky_of_inverse
+    monkeypatch.setattr(solver, "_upper_cholesky_of_inverse", lambda H: real(H).diagonal().diag())
+
+
+def isc_scored_as_obs(monkeypatch):
+    """(b) ISC replaced by OBS inside the solver: "the method" prunes like SparseGPT."""
+    real = solver.saliency_scores
+    monkeypatch.setattr(solver, "saliency_scores", lambda name, *a: real(
+        "obs" if name == "isc" else name, *a))
+
+
+def mixed_is_uniform(monkeypatch):
+    """(c) every mixed allocation replaced by uniform."""
+    real = allocation.allocate
+    monkeypatch.setattr(experiments, "allocate", lambda sens, sizes, p, alpha, method, **kw: real(
+        sens, sizes, p, alpha, "uniform"))
+
+
+def shift_off_by_one(monkeypatch):
+    """(d) the perplexity's targets shifted by one more token (each logit scored against
+    the token two ahead)."""
+    class ShiftedF:
+        def __getattr__(self, name):
+            return getattr(F, name)
+
+        @staticmethod
+        def cross_entropy(logits, targets, **kw):
+            return F.cross_entropy(logits, torch.roll(targets, -1, dims=-1), **kw)
+
+    monkeypatch.setattr(evaluate, "F", ShiftedF())
+
+
+def gradient_not_hvp(monkeypatch):
+    """(e) Hutchinson's Hessian-vector product replaced by the gradient: zᵀg, not zᵀHz."""
+    def probe_row(model, params, batch, draw):
+        grads = torch.autograd.grad(sensitivity._loss(model, batch), params)
+        probes = [draw(i, p) for i, p in enumerate(params)]
+        return torch.stack([(z.float() * g.float()).sum() / z.numel()
+                            for z, g in zip(probes, grads)]).cpu()
+
+    monkeypatch.setattr(sensitivity, "probe_row", probe_row)
+
+
+MUTATIONS = {
+    "obs-update-off": (obs_update_off, "table2"),
+    "isc-scored-as-obs": (isc_scored_as_obs, "table1"),
+    "mixed-is-uniform": (mixed_is_uniform, "table1"),
+    "perplexity-shift-off-by-one": (shift_off_by_one, "table2"),
+    "hutchinson-gradient-not-hvp": (gradient_not_hvp, "figure1"),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_a_broken_method_fails_a_smoke_regression_check(mutation, monkeypatch, tmp_path):
+    break_it, table = MUTATIONS[mutation]
+    # an empty run cache: a cached run (the code hash cannot see a monkeypatch) would hide it
+    converted = Path(os.environ["SAMREPRO_CACHE_DIR"]) / "smollm2-135m"
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "smollm2-135m").symlink_to(converted.resolve())
+    monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path / "cache"))
+
+    break_it(monkeypatch)
+    s = report.settings("smoke", output_dir=str(tmp_path / "results"))
+    df = getattr(tables, table)(s)[0]
+    with pytest.raises(AssertionError, match="values moved"):
+        report.check_regression(s, table, df)
