@@ -1,4 +1,4 @@
-"""Per-matrix sparsities from sensitivities (METHOD.md §4, the paper's Algorithm 1).
+"""Per-matrix sparsities from sensitivities (docs/method.md §4, the paper's Algorithm 1).
 
 `allocate(sensitivity, sizes, sparsity, alpha, method)` maps each prunable matrix name to its
 sparsity. Methods:
@@ -116,7 +116,7 @@ def _paper_code(scores: dict[str, float], p: float) -> dict[str, float]:
 
 def allocate(sensitivity: dict[str, float], sizes: dict[str, int], sparsity: float,
              alpha: float, method: str, seed: int = 0) -> dict[str, float]:
-    """Sparsity of every matrix in `sizes` (name → parameter count), METHOD.md §4.
+    """Sparsity of every matrix in `sizes` (name → parameter count), docs/method.md §4.
     `seed` draws the ranking of the `random` control."""
     p = _check(sensitivity, sizes, sparsity, alpha, method)
     if method == "uniform":

@@ -1,4 +1,4 @@
-"""The layer-wise Hessian H = 2XXᵀ/n of a linear layer (METHOD.md §1).
+"""The layer-wise Hessian H = 2XXᵀ/n of a linear layer (docs/method.md §1).
 
 X holds the layer's inputs as columns, one per calibration token; n counts tokens.
 (SparseGPT's code divides by the number of sequences instead, which multiplies H by the

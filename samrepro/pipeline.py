@@ -1,4 +1,4 @@
-"""The sequential layer-by-layer pruning pass (METHOD.md §1), SparseGPT style.
+"""The sequential layer-by-layer pruning pass (docs/method.md §1), SparseGPT style.
 
 1. Run the calibration windows through the model up to the first decoder layer and keep what
    that layer receives: the hidden states and every keyword argument (attention mask, position
@@ -230,7 +230,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
     `windows`: calibration token ids, nsamples × seqlen. `sparsities`: the target sparsity of
     every prunable matrix, keyed by full name (see models.prunable_linears).
     The report holds, per matrix, the target, the zeros counted afterwards, its size and
-    mean(diag H) (the free layer-wise sensitivity proxy of METHOD.md §3), and the wall time
+    mean(diag H) (the free layer-wise sensitivity proxy of docs/method.md §3), and the wall time
     split into capture, layer forwards, Hessian accumulation and solver. With a `checkpoint`
     (resume.RunCheckpoint) an interrupted pass resumes; `resumed_layers` lists the layers
     loaded from it instead of computed.

@@ -1,5 +1,5 @@
-"""One code path at three sizes (DESIGN.md): `smoke` (CI, nbval), `embedded` (a 2-core CPU,
-offline, SmolLM2-135M) and `paper` (GPUs with hub access, METHOD.md §6 exactly).
+"""One code path at three sizes (docs/glossary.md): `smoke` (CI, nbval), `embedded` (a 2-core CPU,
+offline, SmolLM2-135M) and `paper` (GPUs with hub access, docs/method.md §6 exactly).
 
 A notebook's parameters cell names the preset (or SAMREPRO_PRESET does) and may override any
 of these values.
@@ -52,9 +52,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
-# "The method" in the tables' rows, the same at every size (METHOD.md: the paper's version by
+# "The method" in the tables' rows, the same at every size (docs/method.md: the paper's version by
 # default): ISC saliency, Algorithm 1 as printed, α = None (0.1). Table 3 keeps its exact
-# allocation (issue 4); Table 1 crosses every allocation with every saliency.
+# allocation, as the paper's Table 3 does; Table 1 crosses every allocation with every saliency.
 METHOD = {"saliency": "isc", "allocation": "paper", "alpha": None}
 
 

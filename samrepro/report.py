@@ -2,7 +2,7 @@
 
 Every table notebook writes results/<preset>/<name>.{json,csv,md} (figures a .png beside
 them) with its settings, library versions, device and wall time, and a verdict for each of
-the paper's claims it covers (METHOD.md §7).
+the paper's claims it covers (docs/method.md §7).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How sensitive each prunable matrix is: estimates of its average Hessian trace (METHOD.md §3).
+"""How sensitive each prunable matrix is: estimates of its average Hessian trace (docs/method.md §3).
 
 sen_W = Tr(∇²_W L)/n_W, L the model's cross-entropy on calibration windows.
 
@@ -166,7 +166,7 @@ def owl_outliers(model: nn.Module, windows: torch.Tensor, m: float = 5.0,
 
 
 def layer_sensitivity(per_matrix: dict[str, float]) -> dict[str, float]:
-    """Layer-level sensitivity: the sum over each decoder layer's matrices (METHOD.md §3)."""
+    """Layer-level sensitivity: the sum over each decoder layer's matrices (docs/method.md §3)."""
     layers: dict[str, float] = {}
     for name, value in per_matrix.items():
         layers[layer_of(name)] = layers.get(layer_of(name), 0.0) + value

@@ -1,6 +1,6 @@
-"""The one-shot column solver of SparseGPT, with the paper's saliency criteria (METHOD.md §1, §2, §5).
+"""The one-shot column solver of SparseGPT, with the paper's saliency criteria (docs/method.md §1, §2, §5).
 
-Read it next to METHOD.md §1. For a weight W (rows = outputs, columns = inputs) and the
+Read it next to docs/method.md §1. For a weight W (rows = outputs, columns = inputs) and the
 layer-wise Hessian H = 2XXᵀ/n, the solver walks the columns left to right in blocks; at the
 start of each block it picks which weights of the block to drop (by the saliency score), then
 zeroes (and, with `wbits` < 16, quantizes) one column at a time and spreads each column's error
@@ -34,7 +34,7 @@ def check_args(sparsity: float, saliency: str, prune_n: int, prune_m: int, wbits
 
 def saliency_scores(saliency: str, W: torch.Tensor, U_diag: torch.Tensor,
                     H_diag: torch.Tensor) -> torch.Tensor:
-    """Score of every weight of W (lower = dropped first), METHOD.md §2.
+    """Score of every weight of W (lower = dropped first), docs/method.md §2.
 
     W holds the current (already updated) weights of a block, U_diag the matching diagonal of
     the Cholesky factor (U_mm² = sequential [H⁻¹]_mm) and H_diag the diagonal of the damped H.
