@@ -34,7 +34,7 @@ RESULTS = Path("results/embedded")  # relative to the checkout; links in the REA
 CLAIM_ORDER = ("C1", "C2", "C3", "C4", "C5", "C6", "T2", "T3")
 # the table notebooks first, then the other results, as a reader meets them
 SOURCE_ORDER = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
-                "allocations", "opt-standin")
+                "allocations")
 PARTLY = re.compile(r"^partly \((\d+) of (\d+)\)$")
 BLOCK = re.compile(r"(<!-- samrepro\.readme:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
                    r"(<!-- /samrepro\.readme:(?P=name) -->)", re.S)

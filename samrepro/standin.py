@@ -6,13 +6,19 @@ q, k, v, out_proj, fc1, fc2; docs/method.md §1) with its own byte-level BPE tok
 (lines stripped and joined with " ", as docs/method.md §6 reads PTB). Its weights are committed
 under samrepro/checkpoints/opt-ptb-standin/ and load offline as `load_model("opt-ptb-standin")`.
 
-    python -m samrepro.standin train --out DIR            # the committed checkpoint (~25 min)
-    python -m samrepro.standin train --out DIR --steps 20  # a quick run
+It is trained for ~10 epochs of PTB train (bf16 autocast, fp32 master weights) so that it
+uses its capacity: pruning then hurts it the way it hurts real OPT models (issue 20; the
+model card and `check` give the dense / magnitude / Wanda / SparseGPT / method perplexities).
 
-Determinism: one code path, seeded (torch and the window sampler), a fixed number of torch
-threads (`--threads`, default 2), and torch.use_deterministic_algorithms(True); with the same
-torch version, machine and thread count, two runs give bit-identical weights (tests check it).
-The tokenizer's BPE training is deterministic for a given corpus and vocabulary size.
+    python -m samrepro.standin train --out DIR            # the committed checkpoint (~20 min)
+    python -m samrepro.standin train --out DIR --steps 20  # a quick run
+    python -m samrepro.standin check --dir DIR            # its sensitivity to pruning, into
+                                                          # training.json and the model card
+
+Determinism: one code path, seeded (torch, dropout and the window sampler), a fixed number of
+torch threads (`--threads`, default 2), and torch.use_deterministic_algorithms(True); with the
+same torch version, machine and thread count, two runs give bit-identical weights (tests
+check it). The tokenizer's BPE training is deterministic for a given corpus and vocabulary size.
 """
 
 from __future__ import annotations
@@ -42,18 +48,24 @@ class TrainConfig:
     """Everything that determines the trained weights (with the data and the torch build)."""
 
     vocab_size: int = 4096  # the tied output layer is a large share of each step's cost
-    hidden: int = 256
+    hidden: int = 192
     layers: int = 4
     heads: int = 4
-    ffn: int = 1024
+    ffn: int = 768
     seqlen: int = 512  # training windows = the context = the embedded preset's eval windows
-    batch: int = 4
-    steps: int = 1000
+    batch: int = 8
+    steps: int = 2800
     lr: float = 3e-3
-    warmup: int = 50
+    warmup: int = 100
     weight_decay: float = 0.1
     seed: int = 0
     threads: int = 2
+    min_lr: float = 0.0  # the cosine decays to this fraction of the peak
+    dropout: float = 0.1  # OPT's `dropout` (embeddings and each block's output); no attention or
+    # activation dropout
+    bf16: int = 1  # 1: bf16 autocast for the forward/backward products, fp32 master weights
+    eval_every: int = 200  # every N steps, PTB valid perplexity on its first `curve_windows`
+    curve_windows: int = 16
     train_lines: int | None = None  # use only the first N PTB train lines (quick runs, tests)
     valid_windows: int | None = None  # score only the first K PTB valid windows (tests)
 
@@ -89,8 +101,9 @@ def build_model(cfg: TrainConfig, vocab_size: int, special_id: int):
     config = OPTConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, ffn_dim=cfg.ffn,
                        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
                        max_position_embeddings=cfg.seqlen, word_embed_proj_dim=cfg.hidden,
-                       do_layer_norm_before=True, enable_bias=True, dropout=0.0,
-                       attention_dropout=0.0, activation_dropout=0.0, bos_token_id=special_id,
+                       do_layer_norm_before=True, enable_bias=True, dropout=cfg.dropout,
+                       attention_dropout=0.0, activation_dropout=0.0,
+                       bos_token_id=special_id,
                        eos_token_id=special_id, pad_token_id=special_id,
                        tie_word_embeddings=True)
     return OPTForCausalLM(config)
@@ -108,7 +121,35 @@ def _lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr * (cfg.min_lr + (1 - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Mean next-token cross-entropy from (bf16) logits, computed in fp32, with the gradient
+    softmax - onehot formed in place: the same value as F.cross_entropy(logits.float(), t),
+    in fewer passes over the (tokens × vocabulary) logits, the largest tensor of a step."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        x = logits.float()
+        lse = torch.logsumexp(x, -1)
+        loss = (lse - x.gather(-1, targets[:, None]).squeeze(-1)).mean()
+        ctx.save_for_backward(logits, targets, lse)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, targets, lse = ctx.saved_tensors
+        p = logits.to(torch.float32, copy=True).sub_(lse[:, None]).exp_()
+        p[torch.arange(p.shape[0]), targets] -= 1
+        return p.mul_(grad / p.shape[0]).to(logits.dtype), None
+
+
+def lm_loss(model, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of `model` on the windows `batch` (tied output layer)."""
+    hidden = model.model(input_ids=batch, use_cache=False).last_hidden_state[:, :-1]
+    logits = model.lm_head(hidden)
+    return _CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
 
 
 def file_sha256(path: Path) -> str:
@@ -153,7 +194,9 @@ def _train(cfg: TrainConfig, data_dir, progress: bool):
                                    {"params": other, "weight_decay": 0.0}],
                                   lr=cfg.lr, betas=(0.9, 0.95))
     sampler = torch.Generator().manual_seed(cfg.seed)
-    losses = []
+    losses, curve = [], []
+    valid = load_corpus("ptb", "validation", data_dir)
+    valid_ids = tokenize(tokenizer, valid.text)
     model.train()
     bar = tqdm(range(cfg.steps), desc="training the OPT stand-in", disable=not progress)
     for step in bar:
@@ -161,19 +204,29 @@ def _train(cfg: TrainConfig, data_dir, progress: bool):
         batch = torch.stack([ids[s:s + cfg.seqlen] for s in starts.tolist()])
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, cfg)
-        loss = model(input_ids=batch, labels=batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.bf16)):
+            loss = lm_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            model.eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                 enabled=bool(cfg.bf16)):
+                v = perplexity(model, valid_ids, cfg.seqlen, cfg.curve_windows, batch_size=8,
+                               progress=False)
+            curve.append({"step": step + 1, "train_loss": sum(losses[-cfg.eval_every:])
+                          / len(losses[-cfg.eval_every:]), "valid_nll": v["nll"]})
+            bar.write(f"step {step + 1}: train loss {curve[-1]['train_loss']:.3f}, "
+                      f"valid nll {v['nll']:.3f} (ppl {v['ppl']:.1f})")
+            model.train()
     train_seconds = time.perf_counter() - started
     model.eval()
     model.config.use_cache = False
     model.half().float()  # the stored precision: evaluate what will load
-    valid = load_corpus("ptb", "validation", data_dir)
-    valid_ids = tokenize(tokenizer, valid.text)
     ppl = perplexity(model, valid_ids, cfg.seqlen, cfg.valid_windows, batch_size=8, progress=progress,
                      desc="perplexity PTB valid")
     # the unigram baseline scores the same predicted tokens (each window's first is context)
@@ -190,7 +243,7 @@ def _train(cfg: TrainConfig, data_dir, progress: bool):
                   "tokens": ppl["tokens"],
                   "unigram_ppl": unigram_perplexity(ids, windows[:, 1:].reshape(-1),
                                                     len(tokenizer))},
-        "losses": losses,
+        "valid_curve": curve, "losses": losses,
     }
     return model, tokenizer, record
 
@@ -227,23 +280,35 @@ def save(model, tokenizer, record: dict, out: Path, command: str) -> Path:
         model.float()
     record = {**record, "command": command}
     write_json(out / "training.json", record)
-    write_text(out / "loss.csv", "step,loss\n" + "".join(
-        f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(record["losses"])))
-    _plot_losses(record["losses"], out / "loss.png")
-    write_text(out / "README.md", model_card(record))
+    render(record, out)
     return out
 
 
-def _plot_losses(losses: list[float], path: Path) -> None:
+def render(record: dict, out: Path) -> None:
+    """loss.csv, loss.png and README.md (the model card) from the training record."""
+    write_text(out / "loss.csv", "step,loss\n" + "".join(
+        f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(record["losses"])))
+    _plot_losses(record["losses"], record.get("valid_curve", []), out / "loss.png")
+    write_text(out / "README.md", model_card(record))
+
+
+def _plot_losses(losses: list[float], curve: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(range(1, len(losses) + 1), losses, lw=0.8)
+    ax.plot(range(1, len(losses) + 1), losses, lw=0.6, alpha=0.6, label="training loss (per step)")
+    if curve:
+        ax.plot([c["step"] for c in curve], [c["train_loss"] for c in curve], "o-", ms=3, lw=1,
+                label="training loss (mean since the last point)")
+        ax.plot([c["step"] for c in curve], [c["valid_nll"] for c in curve], "s-", ms=3, lw=1,
+                label="PTB valid (first windows, bf16)")
+        ax.legend(fontsize=7)
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats/token)")
+    ax.set_ylabel("nats/token")
+    ax.set_ylim(top=min(8.5, max(losses)))
     ax.set_title(f"{NAME}: a stand-in for the OPT family, PTB train")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -252,141 +317,119 @@ def _plot_losses(losses: list[float], path: Path) -> None:
 
 def model_card(r: dict) -> str:
     c, v = r["config"], r["valid"]
+    floor = "0" if c.get("min_lr", 0.1) == 0 else f"{c.get('min_lr', 0.1):g}× the peak"
+    schedule = (f"AdamW (β 0.9/0.95, lr {c['lr']}, linear warm-up {c['warmup']} steps, cosine "
+                f"to {floor}, weight decay {c['weight_decay']} on the matrices, gradient "
+                f"clipping at 1.0), dropout {c.get('dropout', 0.0):g} (OPT's `dropout`: "
+                "embeddings and each block's output; no attention or activation dropout), "
+                + ("bf16 autocast with fp32 master weights" if c.get("bf16", 0) else "fp32"))
+    curve = r.get("valid_curve") or []
+    curve_text = "" if not curve else (
+        f"\nPTB valid during training (its first {c.get('curve_windows', 16)} windows, bf16; the "
+        "final figure above is in fp32 over all windows):\n\n| step | epochs | training loss | "
+        "PTB valid nll | PTB valid ppl |\n|---:|---:|---:|---:|---:|\n" + "".join(
+            f"| {e['step']} | {e['step'] * c['batch'] * c['seqlen'] / r['train_tokens']:.1f} | "
+            f"{e['train_loss']:.3f} | {e['valid_nll']:.3f} | {math.exp(e['valid_nll']):.1f} |\n"
+            for e in curve))
+    check = r.get("pruning_check")
+    check_text = "" if not check else (
+        f"\n## Pruning sensitivity\n\nPTB test perplexity (first {check['eval_windows']} windows "
+        f"of {check['seqlen']}), calibration {check['nsamples']} PTB train windows of "
+        f"{check['seqlen']} tokens (seed 0), unstructured, fp32; \"the method\" is ISC with the "
+        "paper's allocation (Hutchinson sensitivities). Written by "
+        f"`python -m samrepro.standin check --dir <this folder>`:\n\n| method | "
+        + " | ".join(f"{p:.0%}" for p in check["sparsities"]) + " |\n|---|"
+        + "---:|" * len(check["sparsities"]) + "\n"
+        + f"| dense | {check['dense']:.2f} |" + " |" * (len(check["sparsities"]) - 1) + "\n"
+        + "".join(f"| {label} | " + " | ".join(
+            f"{row[str(p)]:.2f} ({row[str(p)] / check['dense'] - 1:+.0%})"
+            for p in check["sparsities"]) + " |\n" for label, row in check["rows"].items())
+        + "\nIssue 20's bar (magnitude at least 25% worse than dense, and SparseGPT's increase "
+        "at most a third of magnitude's, as on real OPT models): " + "; ".join(
+            f"{'holds' if _opt_like(check, p) else 'does not hold'} at {p:.0%}"
+            for p in check["sparsities"]) + ".\n")
     return f"""# {NAME}: a STAND-IN for the OPT family
 
 **This is not an OPT checkpoint.** It is a small `OPTForCausalLM` (the OPT architecture, with
-OPT's prunable linears q/k/v/out_proj/fc1/fc2) trained by samrepro on Penn Treebank, so that
-the pruning methods can be exercised on an OPT-architecture model with learned weights
-offline, where no OPT checkpoint can be downloaded. It knows only PTB's vocabulary and style
-(lower case, `<unk>`, `N` for numbers): its WikiText-2 and C4 perplexities mean little.
+OPT's prunable linears q/k/v/out_proj/fc1/fc2, learned positions, pre-LayerNorm blocks, ReLU
+MLP) trained by samrepro on Penn Treebank, so that the pruning methods can be exercised on an
+OPT-architecture model with learned weights offline, where no OPT checkpoint can be
+downloaded. It knows only PTB's vocabulary and style (lower case, `<unk>`, `N` for numbers):
+its WikiText-2 and C4 perplexities mean little.
 
 - architecture: {c['layers']} decoder layers, hidden {c['hidden']}, {c['heads']} heads, ffn {c['ffn']},
   context {c['seqlen']}, pre-LayerNorm, tied embeddings; {r['parameters']:,} parameters,
   stored in fp16 (`model.safetensors`), loaded as fp32
 - tokenizer: byte-level BPE, {c['vocab_size']} tokens, trained on the same PTB train text; adds no BOS
-- data: {r['train_data']['source']} ({r['train_data']['lines']} lines stripped and joined with " ",
-  {r['train_tokens']:,} tokens), sha256 `{r['train_data'].get('sha256', 'n/a')}`
-- training: {c['steps']} steps × {c['batch']} windows × {c['seqlen']} tokens ({r['tokens_seen']:,} tokens),
-  AdamW (lr {c['lr']}, warm-up {c['warmup']}, cosine to 10%, weight decay {c['weight_decay']}),
+- data: PTB train only, {r['train_data']['source']} ({r['train_data']['lines']} lines stripped and joined
+  with " ", {r['train_tokens']:,} tokens), sha256 `{r['train_data'].get('sha256', 'n/a')}`;
+  training windows of {c['seqlen']} tokens at uniformly random offsets (seeded). Neither PTB
+  valid/test nor any C4 text was trained on; PTB valid is only scored (the curve below)
+- training: {c['steps']} steps × {c['batch']} windows × {c['seqlen']} tokens ({r['tokens_seen']:,} tokens,
+  {r['tokens_seen'] / r['train_tokens']:.1f} epochs of PTB train), {schedule};
   seed {c['seed']}, {r['torch_threads']} torch threads, deterministic algorithms;
-  {r['train_seconds'] / 60:.1f} min on this CPU; {r['tokens_seen'] / r['train_tokens']:.2f} epochs of PTB train: a small
-  language model, good enough to exercise pruning on learned OPT weights, not to stand for
-  OPT's quality
+  {r['train_seconds'] / 60:.1f} min on this CPU
 - **PTB valid perplexity {v['ppl']:.2f}** ({v['windows']} windows of {c['seqlen']} tokens), against
   {v['unigram_ppl']:.1f} for an add-one smoothed unigram model (same tokenizer, fitted on PTB train,
   scored on the same tokens)
 - calibration for pruning: PTB train windows (`samrepro.models.default_calibration`), not
   the C4 sample, which is out of the model's domain
-
-Made with:
+{curve_text}{check_text}
+Made with (from the repository root):
 
 ```bash
 {r['command']}
 ```
 
-`training.json` holds the full record (config, versions, per-step losses); `loss.csv` and
-`loss.png` the loss curve.
+`training.json` holds the full record (config, versions, per-step losses, the valid curve);
+`loss.csv` and `loss.png` the loss curve.
 """
 
 
-# The pruning table on the stand-in (results/embedded/opt-standin.md): label → (sparsity, saliency, allocation)
-METHODS = {
-    "dense": (0.0, "obs", "uniform"),
-    "magnitude": (None, "magnitude", "uniform"),
-    "SparseGPT (uniform, OBS)": (None, "obs", "uniform"),
-    "uniform, ISC": (None, "isc", "uniform"),
-    "exact allocation, OBS": (None, "obs", "exact"),
-    "the method (exact allocation, ISC)": (None, "isc", "exact"),
-}
+def _opt_like(check: dict, p: float) -> bool | None:
+    """Issue 20's bar at sparsity p: magnitude at least 25% worse than dense, and SparseGPT's
+    perplexity increase at most a third of magnitude's (None if either was not run)."""
+    dense, rows = check["dense"], check["rows"]
+    if "magnitude" not in rows or "SparseGPT (OBS)" not in rows:
+        return None
+    magnitude, sparsegpt = rows["magnitude"][str(p)], rows["SparseGPT (OBS)"][str(p)]
+    return magnitude >= 1.25 * dense and sparsegpt - dense <= (magnitude - dense) / 3
 
 
-def pruning_table(sparsities=(0.5, 0.7), data_dir=None, nsamples: int = 32, seqlen: int = 512,
-                  eval_windows: int | None = None, probes: int = 64, estimator: str = "hutchinson",
-                  progress: bool = True) -> dict:
-    """Dense, magnitude, SparseGPT and the method on the stand-in, PTB test perplexity, with
-    the verdicts on the paper's claims C1-C3 (docs/method.md §7). Calibration: PTB train windows;
-    sensitivities: Hutchinson (or `estimator`; cached). Runs go through experiments.run."""
-    from .experiments import RunConfig, run
-    from .models import default_calibration, default_evaluation
-    from .report import verdict
+def pruning_check(model: str = NAME, sparsities=(0.5,), saliencies=("magnitude", "obs"),
+                  nsamples: int = 16, seqlen: int = 512, eval_windows: int = 16, data_dir=None,
+                  progress: bool = False) -> dict:
+    """PTB test perplexity of `model` dense and pruned by each saliency at each sparsity,
+    calibrated on PTB train windows, uncached (the stand-in's sensitivity to pruning, issue 20).
+    A saliency "isc+paper" is ISC with the paper's allocation (Hutchinson sensitivities)."""
+    from .experiments import RunConfig, prune_and_evaluate
 
-    rows = []
-    for label, (fixed, saliency, allocation) in METHODS.items():
-        for p in ([0.0] if fixed == 0.0 else sparsities):
-            cfg = RunConfig(model=NAME, sparsity=p, saliency=saliency, allocation=allocation,
-                            estimator=estimator, calib=default_calibration(NAME),
-                            nsamples=nsamples, seqlen=seqlen, eval=default_evaluation(NAME),
-                            eval_windows=eval_windows, probes=probes, rel_tol=0.2)
-            r = run(cfg, data_dir, progress=progress)
-            ppl = r["perplexity"]["ptb"]
-            rows.append({"method": label, "sparsity": p, "saliency": saliency,
-                         "allocation": allocation,
-                         "achieved_sparsity": round(r["achieved_sparsity"], 4),
-                         "ptb": ppl["ppl"], "ptb_windows": ppl["windows"],
-                         "wall_seconds": round(r["wall_seconds"], 1), "run_id": r["run_id"]})
+    def ppl(p, saliency, allocation="uniform"):
+        cfg = RunConfig(model=model, sparsity=p, saliency=saliency, allocation=allocation,
+                        calib="ptb", nsamples=nsamples, seqlen=seqlen, eval=("ptb",),
+                        eval_windows=eval_windows, probes=64, rel_tol=0.2)
+        return prune_and_evaluate(cfg, data_dir, progress=progress)["perplexity"]["ptb"]["ppl"]
 
-    def ppl(label, p):
-        return next(r["ptb"] for r in rows if r["method"] == label and r["sparsity"] == p)
-
-    sgpt, ours = "SparseGPT (uniform, OBS)", "the method (exact allocation, ISC)"
-    c1 = [(ppl("uniform, ISC", p) < ppl(sgpt, p),
-           f"{p:.0%}: uniform ISC {ppl('uniform, ISC', p):.2f} vs OBS {ppl(sgpt, p):.2f}")
-          for p in sparsities]
-    c2 = [(ppl(mixed, p) < ppl(uniform, p), f"{p:.0%}: {mixed} {ppl(mixed, p):.2f} vs "
-           f"{uniform} {ppl(uniform, p):.2f}")
-          for p in sparsities for mixed, uniform in (("exact allocation, OBS", sgpt),
-                                                     (ours, "uniform, ISC"), (ours, sgpt))]
-    gains = [(p, (ppl(sgpt, p) - ppl(ours, p)) / ppl(sgpt, p)) for p in sparsities]
-    c3 = [(g1 > g0, f"relative PTB gain of the method over SparseGPT {g0:+.1%} at {p0:.0%} "
-                    f"→ {g1:+.1%} at {p1:.0%}") for (p0, g0), (p1, g1) in zip(gains, gains[1:])]
-    claims = [verdict("C1", "ISC beats OBS at uniform sparsity", c1),
-              verdict("C2", "mixed (exact allocation) beats uniform", c2),
-              verdict("C3", "the method's advantage over SparseGPT grows with sparsity", c3)]
-    settings = {"model": NAME, "label": "STAND-IN for the OPT family", "calibration": "ptb train",
-                "nsamples": nsamples, "seqlen": seqlen, "eval": "ptb test",
-                "eval_windows": eval_windows, "estimator": estimator, "probes": probes,
-                "rel_tol": 0.2}
-    return {"settings": settings, "rows": rows, "claims": claims}
+    labels = {"magnitude": "magnitude", "wanda": "Wanda", "obs": "SparseGPT (OBS)",
+              "isc": "uniform ISC", "isc+paper": "the method (ISC, paper allocation)"}
+    rows = {labels.get(s, s): {str(p): ppl(p, *s.split("+")) for p in sparsities}
+            for s in saliencies}
+    return {"sparsities": list(sparsities), "nsamples": nsamples, "seqlen": seqlen,
+            "eval_windows": eval_windows, "dense": ppl(0.0, "obs"), "rows": rows}
 
 
-def write_table(table: dict, record: dict, folder: Path) -> None:
-    """results/<preset>/opt-standin.{json,md}, written atomically."""
-    from .experiments import versions
-
-    v = record["valid"]
-    data = {**table, "checkpoint": {"train_seconds": record["train_seconds"],
-                                    "valid_ppl": v["ppl"], "valid_unigram_ppl": v["unigram_ppl"],
-                                    "command": record.get("command")},
-            "versions": versions()}
-    write_json(folder / "opt-standin.json", data)
-    lines = [f"# {NAME}: pruning a small OPT trained on PTB (a STAND-IN for the OPT family)", "",
-             f"Not an OPT checkpoint: a {record['config']['layers']}-layer OPTForCausalLM trained "
-             "here on PTB train "
-             f"({record['train_seconds'] / 60:.1f} min; PTB valid perplexity {v['ppl']:.2f} "
-             f"against {v['unigram_ppl']:.1f} for an add-one unigram model). Calibration: "
-             f"{table['settings']['nsamples']} PTB train windows of {table['settings']['seqlen']} "
-             "tokens; perplexity on PTB test "
-             + ("(all windows)." if table["settings"]["eval_windows"] is None else
-                f"(first {table['settings']['eval_windows']} windows)."), "",
-             "| method | sparsity | achieved sparsity | PTB test ppl |", "|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['sparsity']:.0%} | {r['achieved_sparsity']:.4f} | "
-              f"{r['ptb']:.2f} |" for r in table["rows"]]
-    lines += ["", "## The paper's claims", ""]
-    for c in table["claims"]:
-        lines.append(f"- **{c['claim']}** {c['statement']}: **{c['verdict']}**")
-        lines += [f"  - {e}" for e in c["evidence"]]
-    write_text(folder / "opt-standin.md", "\n".join(lines) + "\n")
-
-
-def _table(args) -> int:
-    from .report import results_dir
-
-    table = pruning_table(data_dir=args.data_dir, eval_windows=args.eval_windows,
-                          estimator=args.estimator, progress=not args.quiet)
-    record = json.loads((STANDIN_CHECKPOINT / "training.json").read_text(encoding="utf-8"))
-    write_table(table, record, Path(args.out) if args.out else results_dir() / "embedded")
-    print("\n".join(f"{r['method']:36s} {r['sparsity']:.0%}  ppl {r['ptb']:.2f}"
-                    for r in table["rows"]))
+def _check(args) -> int:
+    folder = Path(args.dir)
+    record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    check = pruning_check(str(folder), tuple(float(p) for p in args.sparsities.split(",")),
+                          ("magnitude", "wanda", "obs", "isc+paper"), args.nsamples,
+                          record["config"]["seqlen"], args.eval_windows, args.data_dir)
+    record["pruning_check"] = check
+    write_json(folder / "training.json", record)
+    render(record, folder)
+    print(f"dense {check['dense']:.2f}")
+    for label, row in check["rows"].items():
+        print(f"{label:36s} " + "  ".join(f"{p}: {v:.2f}" for p, v in row.items()))
     return 0
 
 
@@ -401,18 +444,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in asdict(TrainConfig()).items():
         kind = float if isinstance(value, float) else int
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
-    t = sub.add_parser("table", help="prune the committed stand-in by each method; write "
-                       "results/embedded/opt-standin.{json,md}")
-    t.add_argument("--data-dir", default=None)
-    t.add_argument("--eval-windows", type=int, default=None, help="default: all of PTB test")
-    t.add_argument("--out", default=None, help="folder (default: results/embedded)")
-    t.add_argument("--estimator", choices=("hutchinson", "fisher"), default="hutchinson",
-                   help="sensitivities for the exact allocation (fisher is never negative)")
-    t.add_argument("--quiet", action="store_true")
+    k = sub.add_parser("check", help="measure a checkpoint's sensitivity to pruning (dense, "
+                       "magnitude, Wanda, SparseGPT, the method; PTB test) into its training.json "
+                       "and model card")
+    k.add_argument("--dir", default=str(STANDIN_CHECKPOINT))
+    k.add_argument("--data-dir", default=None)
+    k.add_argument("--sparsities", default="0.5,0.7")
+    k.add_argument("--nsamples", type=int, default=16)
+    k.add_argument("--eval-windows", type=int, default=16)
     args = parser.parse_args(argv)
     try:
-        if args.command == "table":
-            return _table(args)
+        if args.command == "check":
+            return _check(args)
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
             raise UserError(f"--out {out} exists and is not empty: choose a new folder")

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from samrepro.data import load_corpus
 from samrepro.models import STANDIN, STANDIN_CHECKPOINT, default_calibration, load_model, prunable_linears
 from samrepro.report import config, settings
-from samrepro.standin import TrainConfig, train
+from samrepro.standin import TrainConfig, _opt_like, pruning_check, train
 
+NSAMPLES, WINDOWS = 8, 8  # the pruning-sensitivity test's calibration and evaluation windows
 needs_checkpoint = pytest.mark.skipif(not (STANDIN_CHECKPOINT / "model.safetensors").is_file(),
                                       reason="the stand-in checkpoint is not committed yet")
 
@@ -33,9 +34,30 @@ def test_committed_checkpoint_loads_offline_in_fp32_and_beats_a_unigram_model(da
     counts = torch.bincount(ids, minlength=len(tokenizer)).double() + 1
     unigram_ppl = math.exp(-float((counts / counts.sum()).log()[targets].mean()))
     assert unigram_ppl > 300  # the text is not trivially predictable token by token
-    # The committed checkpoint (1000 steps; its model card: PTB valid 212 against 792 for the unigram
-    # fitted on PTB train) is far below even this oracle unigram.
+    # The committed checkpoint (its README: PTB valid perplexity against the unigram fitted on
+    # PTB train) is far below even this oracle unigram.
     assert model_ppl < 0.5 * unigram_ppl, (model_ppl, unigram_ppl)
+
+
+@pytest.fixture(scope="module")
+def sensitivity(data_dir):
+    """Dense, magnitude and SparseGPT PTB test perplexities of the committed stand-in at 50% and
+    70% unstructured, PTB train calibration, at a reduced size (the model card has the full
+    16x512 / 16-window figures)."""
+    return pruning_check(STANDIN, (0.5, 0.7), ("magnitude", "obs"), nsamples=NSAMPLES,
+                         seqlen=512, eval_windows=WINDOWS, data_dir=data_dir)
+
+
+@needs_checkpoint
+def test_pruning_to_70_percent_hurts_the_stand_in_as_it_hurts_real_opt_models(sensitivity):
+    assert _opt_like(sensitivity, 0.7), sensitivity
+
+
+@needs_checkpoint
+@pytest.mark.xfail(strict=True, reason="issue 20 asks for this at 50%; the committed stand-in "
+                   "reaches it at 70% only (magnitude +7% at 50%, model card)")
+def test_pruning_to_50_percent_hurts_the_stand_in_as_it_hurts_real_opt_models(sensitivity):
+    assert _opt_like(sensitivity, 0.5), sensitivity
 
 
 @needs_checkpoint
@@ -52,7 +74,8 @@ def test_committed_tokenizer_round_trips_ptb_text_and_adds_no_special_tokens(dat
 
 def test_training_is_deterministic(data_dir):
     cfg = TrainConfig(vocab_size=300, hidden=32, layers=2, heads=4, ffn=64, seqlen=32, batch=2,
-                      steps=20, warmup=2, train_lines=400, valid_windows=4)
+                      steps=20, warmup=2, train_lines=400, valid_windows=4, dropout=0.1,
+                      eval_every=10, curve_windows=2)
     threads = torch.get_num_threads()
     runs = [train(cfg, data_dir, progress=False) for _ in range(2)]
     assert torch.get_num_threads() == threads  # the process is left as it was
@@ -62,10 +85,24 @@ def test_training_is_deterministic(data_dir):
     assert s1.keys() == s2.keys()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert r1["losses"] == r2["losses"] and len(r1["losses"]) == 20
+    assert r1["valid_curve"] == r2["valid_curve"] and [e["step"] for e in r1["valid_curve"]] == [10, 20]
     assert r1["losses"][-1] < r1["losses"][0]  # it does learn
     # a different seed gives different weights (the comparison above can fail)
     m3, _, _ = train(TrainConfig(**{**cfg.__dict__, "seed": 1}), data_dir, progress=False)
     assert not torch.equal(m3.state_dict()["lm_head.weight"], s1["lm_head.weight"])
+
+
+def test_the_training_loss_is_cross_entropy_with_its_gradient():
+    from samrepro.standin import _CrossEntropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 11, requires_grad=True)
+    targets = torch.randint(0, 11, (6,))
+    loss = _CrossEntropy.apply(logits, targets)
+    (grad,) = torch.autograd.grad(3 * loss, logits)
+    ref = F.cross_entropy(logits, targets)
+    (ref_grad,) = torch.autograd.grad(3 * ref, logits)
+    assert torch.allclose(loss, ref) and torch.allclose(grad, ref_grad)
 
 
 def test_the_stand_in_calibrates_on_ptb_and_the_others_on_c4():
