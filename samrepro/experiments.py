@@ -23,7 +23,7 @@ from .errors import UserError
 from .evaluate import check_tasks, perplexity, zero_shot
 from .files import save_model
 from .hardware import DTYPES, default_device, machine, resolve_dtype
-from .models import count_zeros, load_model, prunable_linears
+from .models import count_zeros, load_model, prunable_linears, weights_fingerprint
 from .pipeline import layer_hessian_diagonals, prune_model
 from .provenance import (code_hash, git_commit, model_provenance, versions,
                          warn_if_versions_differ, weights_sha256)
@@ -164,7 +164,8 @@ def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, d
     """estimate_sensitivity keyed by the parts of `config` that determine it."""
     key = {"model": config.model, "num_layers": config.num_layers, "dtype": str(model.dtype),
            "calibration": corpus.source, "nsamples": config.nsamples,
-           "seqlen": config.seqlen, "seed": config.seed}
+           "seqlen": config.seqlen, "seed": config.seed,
+           "weights": weights_fingerprint(config.model)}
     model.to(device)
     try:
         return estimate_sensitivity(model, windows, estimator, key, rel_tol=config.rel_tol,
@@ -306,7 +307,8 @@ def run(config: RunConfig, data_dir=None, device=None, progress: bool = True) ->
     device = default_device(device)
     config = on_device(config, device)
     # the CPU's vector ISA changes the rounding of bf16 and fp32 kernels (hardware.machine)
-    key = {**config.key(), "data_dir": str(folder) if folder else "hub", "isa": _isa(device)}
+    key = {**config.key(), "data_dir": str(folder) if folder else "hub", "isa": _isa(device),
+           "weights": weights_fingerprint(config.model)}
     result = cached("runs", key, lambda: prune_and_evaluate(config, data_dir, device, progress))
     warn_if_versions_differ(result.get("versions"), f"the cached run {digest(key)}")
     return {**result, "run_id": digest(key)}

@@ -130,6 +130,23 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code:
     return model, tokenizer
 
 
+def weights_fingerprint(name: str) -> str | None:
+    """What identifies the weights a name loads, for the run cache's key: the sha256 of the
+    committed stand-in's weights file; for a local folder, its safetensors files' names and
+    sizes; None for hub ids (their revision is recorded once loaded), `embedded` (a pinned
+    package) and the tiny models (built in code)."""
+    import hashlib
+
+    if name == STANDIN:
+        return hashlib.sha256((STANDIN_CHECKPOINT / "model.safetensors").read_bytes()).hexdigest()[:16]
+    folder = Path(name)
+    if folder.is_dir():
+        files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+        listed = "|".join(f"{f.name}:{f.stat().st_size}" for f in files)
+        return hashlib.sha256(listed.encode()).hexdigest()[:16]
+    return None
+
+
 def default_calibration(name: str) -> str:
     """The calibration corpus a model is pruned with unless told otherwise (docs/method.md §6: C4).
 
