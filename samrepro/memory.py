@@ -7,10 +7,14 @@ memory of
   fp32 work matrices, and the calibration activations (nsamples × seqlen × hidden) are on the
   device when everything fits ("device"), else on the CPU, moved one batch at a time
   ("offload"), or it does not fit at all ("does not fit");
-- the Hutchinson estimate (METHOD.md §3, samrepro.sensitivity / samrepro.distributed): the
-  whole model on the device, its prunable weights' gradient with its graph, the probe and the
-  Hessian-vector product, and the activations of the double backward through one batch
-  (math attention, so the seq² attention probabilities are stored).
+- the Hutchinson estimate (METHOD.md §3, samrepro.sensitivity): the whole model on the
+  device, its prunable weights' gradient with its graph, the probe and the Hessian-vector
+  product, and the activations of the double backward through one batch (math attention,
+  so the seq² attention probabilities are stored); `hutchinson_device_peak` gives the
+  fullest GPU's share when the model is split over several by whole layers;
+- an inference forward (perplexity, lm-eval): `inference_parts`, `inference_device_peak`.
+
+samrepro.plan turns these into a placement per step of a run.
 
 Every figure is a sum of named parts (bytes), returned so that a reader can check it.
 Pruning's parts are counted from the code (which tensors are alive at once). The

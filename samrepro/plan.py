@@ -489,19 +489,28 @@ def render(plans: list[Plan]) -> str:
     for p in plans:
         host = ("" if p.machine.host_bytes is None else
                 f" of {p.machine.host_bytes / GIB:.0f} GiB")
+        size = (f"{p.parameters / 1e9:.2f}B" if p.parameters >= 1e9 else
+                f"{p.parameters / 1e6:.1f}M")
         lines.append(f"- **{p.model}** on {p.machine.kind}, {str(p.dtype).removeprefix('torch.')}, "
-                     f"{p.parameters / 1e9:.2f}B parameters, host RAM {_gib(p.host_peak)}{host}: "
+                     f"{size} parameters, host RAM {_gib(p.host_peak)}{host}: "
                      f"**{p.verdict}**" + (f" ({p.problem()})" if not p.fits else ""))
     lines.append("")
-    lines.append(f"Times per run: FLOPs at {UTILIZATION:.0%} of the nominal peak rate, a probe = "
-                 f"{PROBE_FORWARDS} forwards; the sensitivity estimate once per model (cached).")
+    rate = (f"FLOPs at {UTILIZATION:.0%} of the GPU's nominal peak rate" if any(
+        p.machine.gpus for p in plans) else f"FLOPs at {CPU_FLOPS / 1e9:.0f} GFLOP/s (measured "
+        "on a 2-core CPU)")
+    lines.append(f"Times per run: {rate}, a probe = {PROBE_FORWARDS} forwards; the sensitivity "
+                 "estimate once per model (cached); peak = the fullest device (RAM on the CPU).")
     return "\n".join(lines)
 
 
-def plan_settings(settings: dict, machine: Machine | None = None) -> list[Plan]:
+def plan_settings(settings: dict, machine: Machine | None = None,
+                  lm_eval: bool | None = None) -> list[Plan]:
     """The plans of a notebook's settings (report.settings(): models, nsamples, seqlen,
-    probes, estimator, eval_windows, device, batch_size, zero-shot settings, dtype)."""
+    probes, estimator, eval_windows, device, batch_size, zero-shot settings, dtype).
+    `lm_eval`: plan the lm-eval step (None: when the settings name zero-shot settings)."""
     machine = machine or this_machine(settings.get("device"))
+    if lm_eval is False:
+        settings = {**settings, "zero_shot_settings": ()}
     return [plan_model(spec, machine, settings.get("nsamples", 128), settings.get("seqlen", 2048),
                        settings.get("dtype", "auto"), settings.get("probes", 200),
                        settings.get("estimator", "hutchinson"), settings.get("eval_windows"),
@@ -511,10 +520,13 @@ def plan_settings(settings: dict, machine: Machine | None = None) -> list[Plan]:
             for spec in settings["models"]]
 
 
-def show(settings: dict, machine: Machine | None = None) -> list[Plan]:
+def show(settings: dict, machine: Machine | None = None, lm_eval: bool | None = None) -> list[Plan]:
     """Print the plan of a notebook's settings (Markdown in a notebook); raise a UserError with
-    the fix when a model does not fit. Meant as a notebook's first cell at the paper preset."""
-    plans = plan_settings(settings, machine)
+    the fix when a model does not fit. Meant as a notebook's first cell at the paper preset:
+    `plan.show(s)` (s = report.settings(...); lm_eval=False where the notebook scores no
+    accuracy). `machine`: plan for other GPUs than this machine's (e.g. Machine(parse_gpus(
+    "8xA100-80GB")))."""
+    plans = plan_settings(settings, machine, lm_eval)
     text = render(plans)
     try:
         from IPython import get_ipython
