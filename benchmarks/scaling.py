@@ -52,17 +52,11 @@ def run_case(case: dict) -> dict:
         def fn():
             return prune_model(model, ids, {k: 0.5 for k in prunable_linears(model)},
                                batch_size=8, progress=False)
-    elif "checkpointing" in case:  # the same estimate through samrepro.distributed
-        from samrepro.distributed import hutchinson_distributed
-
-        def fn():
-            return hutchinson_distributed(model, ids, rel_tol=0, min_probes=2,
-                                          max_probes=case["probes"],
-                                          checkpointing=case["checkpointing"])
-    else:
+    else:  # the one Hutchinson loop (sensitivity.hutchinson), with or without checkpointing
         def fn():
             return hutchinson(model, ids, rel_tol=0, min_probes=2, max_probes=case["probes"],
-                              batch_size=1, progress=False)
+                              batch_size=1, progress=False,
+                              checkpointing=case.get("checkpointing", False))
     t = time.perf_counter()
     report, peak = measure_peak(fn)
     wall = time.perf_counter() - t
@@ -123,6 +117,7 @@ def main():
     from samrepro.files import write_json, write_text
     from samrepro.memory import GIB, estimate_memory, shape_of
     from samrepro.models import load_model
+    from samrepro.plan import forward_flops, prune_flops
 
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     rows, started = [], time.perf_counter()
@@ -200,7 +195,7 @@ def markdown(result: dict) -> str:
         calib = (f"{r['nsamples']}×{r['seqlen']}" if r["what"] == "prune"
                  else f"{r['probes']} probes × 1×{r['seqlen']}")
         if "checkpointing" in r:
-            calib += ", layer checkpointing" if r["checkpointing"] else ", distributed estimator"
+            calib += ", layer checkpointing" if r["checkpointing"] else ", no checkpointing"
         lines.append(f"| {r['what']} | {r['model']} | {r['layers']} | {calib} | {r['wall_s']:.1f} | "
                      f"{r['measured_peak_above_model_mib']:.0f} | "
                      f"{r['predicted_peak_above_model_mib']:.0f} | {r['weights_mib']:.0f} |")

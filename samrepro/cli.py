@@ -1,5 +1,5 @@
-"""The `samrepro` command line: `samrepro prune …`, `samrepro eval …`, `samrepro sensitivity …`
-(options and outputs: docs/usage.md).
+"""The `samrepro` command line: `samrepro prune …`, `samrepro eval …`, `samrepro sensitivity …`,
+`samrepro plan …`, `samrepro verify …` (options and outputs: docs/usage.md).
 
 User mistakes end in a one-line `samrepro: error: …` on stderr and exit status 2, with
 nothing written; results are written atomically.
@@ -127,7 +127,35 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("results", help="a results JSON, e.g. results/embedded/table1.json")
     v.add_argument("--scratch", default=None, help="folder for the re-run (default: a new "
                                                    "temporary folder)")
+
+    pl = sub.add_parser("plan", help="where each step of a run goes, its peak memory and time, "
+                                     "and whether it fits: from config.json alone, no weights")
+    _planning(pl)
     return parser
+
+
+def _planning(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", default=None, metavar="M",
+                   help="a folder holding config.json, a hub id, or a name of samrepro.memory's "
+                        "PAPER_MODELS (repeat or comma-separate; default: the preset's models)")
+    p.add_argument("--preset", default=None, help="take the sizes (and models) from this preset")
+    p.add_argument("--gpus", default=None, metavar="NxKIND",
+                   help="plan for these GPUs, e.g. 1xA100-80GB, 8xH100-80GB, 2x80GB, or cpu "
+                        "(default: the GPUs this machine has)")
+    p.add_argument("--host-ram", type=float, default=None, metavar="GB",
+                   help="the host's RAM in GiB (default: this machine's; not checked with --gpus)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                   help="weights dtype (auto: bf16 on GPUs that have it, fp16 on older ones)")
+    for flag, kind, help_ in (("--nsamples", int, "calibration windows (paper 128)"),
+                              ("--seqlen", int, "tokens per window (paper 2048)"),
+                              ("--probes", int, "Hutchinson probes at most"),
+                              ("--eval-windows", int, "evaluate the first K windows of a stream"),
+                              ("--batch-size", int, "calibration windows per forward")):
+        p.add_argument(flag, type=kind, default=None, help=help_)
+    p.add_argument("--estimator", choices=ESTIMATORS, default=None)
+    p.add_argument("--lm-eval", nargs="*", choices=SETTINGS, default=None, metavar="SETTING",
+                   help="lm-eval settings to plan (zero-shot, leaderboard; none: no lm-eval)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the plans here")
 
 
 def _pruning(p: argparse.ArgumentParser) -> None:
@@ -280,6 +308,44 @@ def _summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def run_plan(args) -> tuple[str, list]:
+    from . import plan
+    from .memory import GIB
+    from .presets import preset
+
+    values = preset(args.preset or "paper")
+    if args.preset is None:
+        values["zero_shot_limit"] = None
+    models = [m for spec in (args.model or []) for m in spec.split(",") if m]
+    if models:
+        values["models"] = models
+    elif args.preset is None:
+        raise UserError("give --model (a folder holding config.json, a hub id or e.g. "
+                        "llama-2-7b), or --preset to plan a preset's models")
+    for key in ("nsamples", "seqlen", "probes", "eval_windows", "batch_size", "estimator"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.lm_eval is not None:
+        values["zero_shot_settings"] = args.lm_eval
+    values["dtype"] = args.dtype
+    for key in ("nsamples", "seqlen", "probes", "batch_size"):
+        if values[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}")
+    if args.gpus is not None:
+        machine = plan.Machine(plan.parse_gpus(args.gpus),
+                               None if args.host_ram is None else args.host_ram * GIB)
+    else:
+        here = plan.this_machine()
+        machine = plan.Machine(here.gpus, args.host_ram * GIB if args.host_ram else here.host_bytes)
+    plans = plan.plan_settings(values, machine)
+    if args.json:
+        write_json(args.json, {"machine": machine.kind, "plans": [
+            {"model": p.model, "verdict": p.verdict, "gpus_needed": p.gpus_needed,
+             "dtype": str(p.dtype).removeprefix("torch."), "host_peak_bytes": p.host_peak,
+             "problem": p.problem(), "steps": [vars(s) for s in p.steps]} for p in plans]})
+    return plan.render(plans), plans
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False):  # no progress bars from the libraries: stderr holds only errors
@@ -295,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
             from .verify import verify
 
             return verify(args.results, args.scratch)
+        elif args.command == "plan":
+            text, plans = run_plan(args)
+            print(text)
+            bad = [p for p in plans if not p.fits]
+            if bad:
+                raise UserError(bad[0].problem())
     except UserError as e:
         print(f"samrepro: error: {e}", file=sys.stderr)
         return 2

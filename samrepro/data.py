@@ -19,6 +19,7 @@ import gzip
 import json
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,16 +165,34 @@ _LOCAL = {"wikitext2": _wikitext2_local, "ptb": _ptb_local, "c4": _c4_local}
 
 # ---- the hub ----------------------------------------------------------------------------
 
-_HUB = {  # name → (load_dataset args, text column, joiner)
-    "wikitext2": (("Salesforce/wikitext", "wikitext-2-raw-v1"), "text", "\n\n"),
-    "ptb": (("ptb-text-only/ptb_text_only", "penn_treebank"), "sentence", " "),
-    "c4": (("allenai/c4",), "text", " "),
+# datasets ≥ 4 runs no dataset scripts, so every id here resolves to plain data files:
+# WikiText-2 and C4 are data-file repositories; ptb_text_only is a script dataset whose
+# parquet conversion (the hub's refs/convert/parquet branch, one folder per config) is read
+# instead. The lm-eval tasks' own hub datasets (allenai/ai2_arc, Rowan/hellaswag,
+# truthfulqa/truthful_qa, baber/piqa in lm-eval 0.4.13) are parquet too. HUB_DOWNLOADS says
+# what each weighs; benchmarks/gpu_check.sh loads them all on a machine with the hub.
+_HUB = {  # name → (load_dataset args, load_dataset keywords, text column, joiner)
+    "wikitext2": (("Salesforce/wikitext", "wikitext-2-raw-v1"), {}, "text", "\n\n"),
+    "ptb": (("ptb-text-only/ptb_text_only",),
+            {"revision": "refs/convert/parquet", "data_dir": "penn_treebank"}, "sentence", " "),
+    "c4": (("allenai/c4",), {}, "text", " "),
+}
+HUB_DOWNLOADS = {  # what a first use downloads (approximate sizes; then cached by datasets)
+    "wikitext2": "Salesforce/wikitext wikitext-2-raw-v1: 3 parquet files, ~7 MB (all splits)",
+    "ptb": "ptb-text-only/ptb_text_only@refs/convert/parquet penn_treebank: 3 parquet files, "
+           "~3 MB",
+    "c4": "allenai/c4 en: c4-validation.00000-of-00008.json.gz ~40 MB (evaluation), "
+          "c4-train.00000-of-01024.json.gz ~320 MB (calibration)",
+    "arc_challenge": "allenai/ai2_arc ARC-Challenge: 3 parquet files, ~0.4 MB",
+    "hellaswag": "Rowan/hellaswag: 3 parquet files, ~45 MB",
+    "truthfulqa_mc2": "truthfulqa/truthful_qa multiple_choice: 1 parquet file, ~0.3 MB",
+    "piqa": "baber/piqa: 3 parquet files, ~5 MB",
 }
 
 
 def _from_hub(name: str, split: str) -> Corpus:
-    args, column, joiner = _HUB[name]
-    kwargs = {"split": split}
+    args, keywords, column, joiner = _HUB[name]
+    kwargs = {"split": split, **keywords}
     if name == "c4":
         if split == "test":
             raise UserError("C4 has no test split: the protocol evaluates on validation")
@@ -191,15 +210,66 @@ def _from_hub(name: str, split: str) -> Corpus:
         ) from None
     if name == "ptb":
         rows = [row.strip() for row in rows]
-    return Corpus(name, split, list(rows), f"hub:{'/'.join(args)}", joiner,
+    revision = f"@{keywords['revision']}" if "revision" in keywords else ""
+    return Corpus(name, split, list(rows), f"hub:{'/'.join(args)}{revision}", joiner,
                   revision=getattr(dataset, "_fingerprint", None))
 
 
 # ---- token streams ----------------------------------------------------------------------
 
 def tokenize(tokenizer, text: str) -> torch.Tensor:
-    """1-D LongTensor of token ids for a whole text (no length warning: we cut it ourselves)."""
-    return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
+    """1-D LongTensor of token ids for a whole text (no length warning: we cut it ourselves).
+
+    A SentencePiece-style tokenizer (LLaMA's: a Metaspace pre-tokenizer) gives the stream of
+    the slow tokenizer that the reference protocol used (slow_sentencepiece_ids)."""
+    if _metaspace(tokenizer):
+        ids = slow_sentencepiece_ids(tokenizer, text)
+    else:
+        ids = tokenizer(text, verbose=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _metaspace(tokenizer) -> bool:
+    from tokenizers import pre_tokenizers
+
+    backend = getattr(tokenizer, "_tokenizer", None)
+    return isinstance(getattr(backend, "pre_tokenizer", None), pre_tokenizers.Metaspace)
+
+
+def slow_sentencepiece_ids(tokenizer, text: str) -> list[int]:
+    """The ids that transformers' slow LlamaTokenizer (SentencePiece, the reference protocol's
+    `use_fast=False`, transformers 4.28-4.31) gives, computed with the fast tokenizer.
+
+    The slow tokenizer splits the text on special-token strings (PTB holds thousands of
+    literal "<unk>") and runs SentencePiece on each other piece, which puts its dummy prefix
+    "▁" in front of every piece (`legacy`: the default when tokenizer_config.json has no
+    `legacy` key, as LLaMA-1's has not), or, with `legacy: false` (Llama-2's), gives the
+    text one leading "▁" and leaves out the prefix where a piece starts with a space. The fast
+    tokenizer adds its "▁" only at the start of the text and never doubles a space: after
+    every "<unk> " of PTB it gives one token fewer. tests/test_tokenizer_parity.py checks
+    these streams against SentencePiece itself on the corpora here.
+    """
+    legacy = getattr(tokenizer, "sentencepiece_legacy", None)  # models.load_tokenizer's
+    legacy = True if legacy is None else bool(legacy)
+    specials = sorted({t for t in tokenizer.all_special_tokens if t}, key=len, reverse=True)
+    pieces = re.split("(" + "|".join(map(re.escape, specials)) + ")", text) if specials \
+        else [text]
+    if not legacy:
+        pieces[0] = "▁" + pieces[0].replace("▁", " ")
+        pieces = [p if i == 0 else p.replace("▁", " ") for i, p in enumerate(pieces)]
+    special_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    texts = [p if (not legacy and p.startswith((" ", "▁"))) else "▁" + p
+             for p in pieces if p and p not in special_ids]
+    encoded = iter(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+                   if texts else [])
+    ids = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", True) and \
+        tokenizer.bos_token_id is not None else []
+    for p in pieces:
+        if p in special_ids:
+            ids.append(special_ids[p])
+        elif p:
+            ids.extend(next(encoded))
+    return ids
 
 
 def eval_stream(name: str, tokenizer, seqlen: int, folder=None) -> tuple[torch.Tensor, Corpus]:

@@ -99,13 +99,15 @@ def load(config: RunConfig, device: torch.device):
 
 def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: float = 0.2,
                          max_probes: int = 100, distribution: str = "gaussian", seed: int = 0,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, place=None) -> dict:
     """Per-matrix sensitivity by `estimator` (hutchinson, fisher, xxt, or owl outlier counts),
     computed once per (model, calibration, estimator settings) and cached.
 
     `key` names the model and the calibration data (model id, layers, data source, sizes,
     seed) so that the cache can tell runs apart; the estimator's own settings are added here.
     Returns {"matrices": {name: {"trace", "stderr"?}}, ...} as the estimator gives it.
+    `place()`: a context manager that puts the model where the estimate runs (only entered
+    when the estimate is computed, not when it is read from the cache).
     """
     if estimator not in ESTIMATORS + ("owl",):
         raise UserError(f"unknown estimator {estimator!r}: choose from "
@@ -116,6 +118,12 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
                         seed=seed)
 
     def compute():
+        if place is not None:
+            with place():
+                return estimate()
+        return estimate()
+
+    def estimate():
         if estimator == "hutchinson":
             return hutchinson(model, windows, rel_tol=rel_tol, max_probes=max_probes,
                               distribution=distribution, seed=seed, progress=progress)
@@ -160,12 +168,26 @@ def floored(result: dict) -> list[str]:
 
 
 def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, device,
-                    progress: bool = True) -> dict:
-    """estimate_sensitivity keyed by the parts of `config` that determine it."""
+                    progress: bool = True, placement: dict | None = None) -> dict:
+    """estimate_sensitivity keyed by the parts of `config` that determine it.
+
+    The Hutchinson estimate runs where samrepro.plan places it (`placement`, else
+    plan.hutchinson_placement: one GPU, the model split over several, or the CPU), which
+    refuses one that cannot fit before anything runs; an estimate already in the cache (e.g.
+    from samrepro.distributed under torchrun) is read whatever the plan says."""
     key = {"model": config.model, "num_layers": config.num_layers, "dtype": str(model.dtype),
            "calibration": corpus.source, "nsamples": config.nsamples,
            "seqlen": config.seqlen, "seed": config.seed,
            "weights": weights_fingerprint(config.model)}
+    if estimator == "hutchinson":
+        from .plan import hutchinson_placement, placed
+
+        def place():
+            return placed(model, placement or hutchinson_placement(model, config.seqlen, device))
+
+        return estimate_sensitivity(model, windows, estimator, key, rel_tol=config.rel_tol,
+                                    max_probes=config.probes, distribution=config.distribution,
+                                    seed=config.seed, progress=progress, place=place)
     model.to(device)
     try:
         return estimate_sensitivity(model, windows, estimator, key, rel_tol=config.rel_tol,

@@ -7,10 +7,14 @@ memory of
   fp32 work matrices, and the calibration activations (nsamples × seqlen × hidden) are on the
   device when everything fits ("device"), else on the CPU, moved one batch at a time
   ("offload"), or it does not fit at all ("does not fit");
-- the Hutchinson estimate (docs/method.md §3, samrepro.sensitivity / samrepro.distributed): the
-  whole model on the device, its prunable weights' gradient with its graph, the probe and the
-  Hessian-vector product, and the activations of the double backward through one batch
-  (math attention, so the seq² attention probabilities are stored).
+- the Hutchinson estimate (docs/method.md §3, samrepro.sensitivity): the whole model on the
+  device, its prunable weights' gradient with its graph, the probe and the Hessian-vector
+  product, and the activations of the double backward through one batch (math attention,
+  so the seq² attention probabilities are stored); `hutchinson_device_peak` gives the
+  fullest GPU's share when the model is split over several by whole layers;
+- an inference forward (perplexity, lm-eval): `inference_parts`, `inference_device_peak`.
+
+samrepro.plan turns these into a placement per step of a run.
 
 Every figure is a sum of named parts (bytes), returned so that a reader can check it.
 `estimate_time` projects the time of both from FLOP counts and an assumed GPU (`A100`).
@@ -35,24 +39,34 @@ from .errors import UserError
 
 GIB = 2**30
 
-# (hidden, layers, intermediate, heads, kv heads, vocab) of the paper's models
+# The architecture numbers of the paper's models (their config.json fields that the estimate
+# reads; tests/test_plan.py holds the full config.json files and checks these against them).
 PAPER_MODELS: dict[str, dict] = {
     **{f"opt-{size}": {"model_type": "opt", "hidden_size": h, "num_hidden_layers": n,
-                       "ffn_dim": 4 * h, "num_attention_heads": a, "vocab_size": 50272}
-       for size, h, n, a in (("125m", 768, 12, 12), ("350m", 1024, 24, 16),
-                             ("1.3b", 2048, 24, 32), ("2.7b", 2560, 32, 32),
-                             ("6.7b", 4096, 32, 32), ("13b", 5120, 40, 40),
-                             ("30b", 7168, 48, 56), ("66b", 9216, 64, 72))},
+                       "ffn_dim": 4 * h, "num_attention_heads": a, "vocab_size": 50272,
+                       "max_position_embeddings": 2048, "word_embed_proj_dim": p,
+                       "do_layer_norm_before": size != "350m"}
+       for size, h, n, a, p in (("125m", 768, 12, 12, 768), ("350m", 1024, 24, 16, 512),
+                                ("1.3b", 2048, 24, 32, 2048), ("2.7b", 2560, 32, 32, 2560),
+                                ("6.7b", 4096, 32, 32, 4096), ("13b", 5120, 40, 40, 5120),
+                                ("30b", 7168, 48, 56, 7168), ("66b", 9216, 64, 72, 9216))},
     **{name: {"model_type": "llama", "hidden_size": h, "num_hidden_layers": n,
               "intermediate_size": i, "num_attention_heads": a, "num_key_value_heads": kv,
-              "vocab_size": 32000}
-       for name, h, n, i, a, kv in (("llama-7b", 4096, 32, 11008, 32, 32),
-                                    ("llama-13b", 5120, 40, 13824, 40, 40),
-                                    ("llama-30b", 6656, 60, 17920, 52, 52),
-                                    ("llama-65b", 8192, 80, 22016, 64, 64),
-                                    ("llama-2-7b", 4096, 32, 11008, 32, 32),
-                                    ("llama-2-13b", 5120, 40, 13824, 40, 40),
-                                    ("llama-2-70b", 8192, 80, 28672, 64, 8))},
+              "vocab_size": 32000, "max_position_embeddings": ctx}
+       for name, h, n, i, a, kv, ctx in (("llama-7b", 4096, 32, 11008, 32, 32, 2048),
+                                         ("llama-13b", 5120, 40, 13824, 40, 40, 2048),
+                                         ("llama-30b", 6656, 60, 17920, 52, 52, 2048),
+                                         ("llama-65b", 8192, 80, 22016, 64, 64, 2048),
+                                         ("llama-2-7b", 4096, 32, 11008, 32, 32, 4096),
+                                         ("llama-2-13b", 5120, 40, 13824, 40, 40, 4096),
+                                         ("llama-2-70b", 8192, 80, 28672, 64, 8, 4096))},
+}
+# Hub ids of the paper's models → their PAPER_MODELS entry (so that planning needs no hub).
+HUB_IDS = {
+    **{f"facebook/opt-{size}": f"opt-{size}"
+       for size in ("125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b")},
+    **{f"huggyllama/llama-{size}": f"llama-{size}" for size in ("7b", "13b", "30b", "65b")},
+    **{f"meta-llama/Llama-2-{size}-hf": f"llama-2-{size}" for size in ("7b", "13b", "70b")},
 }
 
 # Double backward (Hutchinson), per token and decoder layer: saved values in units of the
@@ -60,6 +74,15 @@ PAPER_MODELS: dict[str, dict] = {
 # fp32 values of vocabulary size for the logits and the cross-entropy.
 HUTCHINSON_SAVED = {"hidden": 24.0, "intermediate": 10.0, "attention": 4.0}
 HUTCHINSON_LOGITS = 7.0
+# Layer checkpointing keeps most of these: the double backward holds the recomputed
+# activations (measured: 906 → 813 MiB at 8 layers of the embedded model, results/embedded/
+# scaling.md), so it saves about a tenth of them.
+CHECKPOINTING_KEEPS = 0.9
+# An inference forward (perplexity, lm-eval; no gradient): per token, the largest layer's
+# live values in hidden and intermediate units, and fp32 vocabulary-size values for the
+# logits, their fp32 copy and the log-softmax.
+INFERENCE_SAVED = {"hidden": 6.0, "intermediate": 3.0}
+INFERENCE_LOGITS = 3.0
 
 
 @dataclass(frozen=True)
@@ -74,10 +97,19 @@ class Shape:
     kv_heads: int
     vocab: int
     tied: bool
+    embed_dim: int = 0  # OPT's word_embed_proj_dim (OPT-350m: 512, projected in and out)
+    final_norm: bool = True  # OPT-350m (post-norm) has no final layer norm
+    positions: int = 0  # OPT's learned positions (max_position_embeddings + 2)
+    bias: bool = False  # OPT: enable_bias; LLaMA: attention_bias (q, k, v, o)
+    mlp_bias: bool = False  # LLaMA: mlp_bias
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embed_dim or self.hidden
 
     def matrices(self) -> list[tuple[int, int]]:
         """(out, in) of one decoder layer's prunable matrices."""
@@ -94,43 +126,82 @@ class Shape:
         return [(h + 2 * kv, h), (h, h), (2 * i, h), (h, i)]
 
     def layer_parameters(self) -> int:
-        norms = 4 * self.hidden if self.family == "opt" else 2 * self.hidden
-        biases = (4 * self.hidden + self.intermediate + self.hidden) if self.family == "opt" else 0
+        h, i = self.hidden, self.intermediate
+        if self.family == "opt":
+            norms = 4 * h
+            biases = (4 * h + i + h) if self.bias else 0
+        else:
+            norms = 2 * h
+            biases = ((2 * h + 2 * self.kv_heads * self.head_dim) if self.bias else 0) + \
+                ((2 * i + h) if self.mlp_bias else 0)
         return sum(o * n for o, n in self.matrices()) + norms + biases
 
+    def embedding_parameters(self) -> int:
+        """Token embeddings and the LM head (one matrix when tied), OPT's positions and
+        projections, the final norm: everything outside the decoder layers."""
+        e = self.embedding_dim
+        tokens = self.vocab * e * (1 if self.tied else 2)
+        projections = 2 * e * self.hidden if e != self.hidden else 0
+        final_norm = (2 if self.family == "opt" else 1) * self.hidden if self.final_norm else 0
+        return tokens + self.positions * self.hidden + projections + final_norm
+
     def parameters(self) -> int:
-        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
-        positions = 2050 * self.hidden if self.family == "opt" else 0
-        final_norm = 2 * self.hidden if self.family == "opt" else self.hidden
-        return self.layers * self.layer_parameters() + embeddings + positions + final_norm
+        return self.layers * self.layer_parameters() + self.embedding_parameters()
 
     def prunable_parameters(self) -> int:
         return self.layers * sum(o * n for o, n in self.matrices())
 
 
 def shape_of(config) -> Shape:
-    """Shape from a transformers config, a dict of its fields, or a PAPER_MODELS name."""
+    """Shape from a transformers config, a dict of its fields, a PAPER_MODELS name or the hub
+    id of one of the paper's models (HUB_IDS)."""
     if isinstance(config, str):
-        if config not in PAPER_MODELS:
-            raise UserError(f"unknown model {config!r}: give a transformers config or one of "
-                            f"{', '.join(PAPER_MODELS)}")
-        config = PAPER_MODELS[config]
+        name = HUB_IDS.get(config, config)
+        if name not in PAPER_MODELS:
+            raise UserError(f"unknown model {config!r}: give a transformers config, a folder "
+                            f"holding its config.json, or one of {', '.join(PAPER_MODELS)}")
+        config = PAPER_MODELS[name]
     get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
-    family = get("model_type")
+
+    def field(key, default=None):
+        value = get(key, default)
+        return default if value is None else value
+
+    family = field("model_type")
     if family not in ("opt", "llama"):
         raise UserError(f"the memory estimate knows OPT and LLaMA-family configs, not {family!r}")
-    heads = get("num_attention_heads")
-    return Shape(family=family, hidden=get("hidden_size"), layers=get("num_hidden_layers"),
-                 intermediate=get("ffn_dim") if family == "opt" else get("intermediate_size"),
-                 heads=heads, kv_heads=get("num_key_value_heads") or heads,
-                 vocab=get("vocab_size"),
-                 tied=bool(get("tie_word_embeddings", family == "opt")))
+    heads = field("num_attention_heads")
+    hidden = field("hidden_size")
+    opt = family == "opt"
+    return Shape(family=family, hidden=hidden, layers=field("num_hidden_layers"),
+                 intermediate=field("ffn_dim") if opt else field("intermediate_size"),
+                 heads=heads, kv_heads=field("num_key_value_heads", heads),
+                 vocab=field("vocab_size"), tied=bool(field("tie_word_embeddings", opt)),
+                 embed_dim=field("word_embed_proj_dim", hidden) if opt else hidden,
+                 final_norm=(bool(field("do_layer_norm_before", True))
+                             and not field("_remove_final_layer_norm", False)) if opt else True,
+                 positions=field("max_position_embeddings", 2048) + 2 if opt else 0,
+                 bias=bool(field("enable_bias", True)) if opt else bool(field("attention_bias", False)),
+                 mlp_bias=False if opt else bool(field("mlp_bias", False)))
 
 
 def _bytes(dtype) -> int:
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     return torch.empty((), dtype=dtype).element_size()
+
+
+def pruning_work(shape: Shape, nsamples: int, seqlen: int, dtype=torch.float16,
+                 batch_size: int = 8) -> dict[str, int]:
+    """Bytes of the pass's two kinds of work on top of a layer: its forward on one batch with
+    the Hessian hooks ("forward"), and the solve of its largest group ("solver")."""
+    b, f32 = _bytes(dtype), 4
+    tokens_batch = min(batch_size, nsamples) * seqlen
+    h, i = shape.hidden, shape.intermediate
+    mlp = (3 if shape.family == "llama" else 2) * i
+    return {"forward": b * tokens_batch * (4 * h + mlp) + f32 * tokens_batch * i,  # + fp32 hook copy
+            "solver": max(f32 * (5 * n * n + 2 * rows * n) + b * rows * n
+                          for rows, n in shape.hessian_groups())}
 
 
 def pruning_parts(shape: Shape, nsamples: int, seqlen: int, dtype=torch.float16,
@@ -143,19 +214,16 @@ def pruning_parts(shape: Shape, nsamples: int, seqlen: int, dtype=torch.float16,
     """
     b, f32 = _bytes(dtype), 4
     tokens_batch = min(batch_size, nsamples) * seqlen
-    h, i = shape.hidden, shape.intermediate
+    h = shape.hidden
     hessians = f32 * sum(n * n for _, n in shape.hessian_groups())  # one per shared input
-    solver = max(f32 * (5 * n * n + 2 * rows * n) + b * rows * n
-                 for rows, n in shape.hessian_groups())
-    mlp = (3 if shape.family == "llama" else 2) * i
-    forward = b * tokens_batch * (4 * h + mlp) + f32 * tokens_batch * i  # + fp32 hook copy
+    work = pruning_work(shape, nsamples, seqlen, dtype, batch_size)
     return {
         "layer_weights": b * shape.layer_parameters(),
         "activations": b * nsamples * seqlen * h,
         "batch_io": 2 * b * tokens_batch * h,
         "rotary": 2 * b * nsamples * seqlen * shape.head_dim if shape.family == "llama" else 0,
         "hessians": hessians,
-        "work": max(forward, solver),  # the forward with hooks, or the solve of one group
+        "work": max(work.values()),  # the forward with hooks, or the solve of one group
     }
 
 
@@ -172,6 +240,49 @@ def hutchinson_parts(shape: Shape, batch_size: int, seqlen: int, dtype=torch.flo
         "activations": int(b * tokens * shape.layers * per_token_layer),
         "logits": int(4 * HUTCHINSON_LOGITS * tokens * shape.vocab),
     }
+
+
+def hutchinson_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devices: int = 1,
+                           probe_batch: int = 1, checkpointing: bool = False,
+                           overhead_bytes: float = 0.0) -> dict:
+    """Bytes on the fullest device of one Hutchinson probe whose model is split over
+    `devices` GPUs by whole decoder layers (plan.shard_map): ceil(layers/devices) layers'
+    weights, gradient, probe and Hz and activations, plus everything outside the layers
+    (embeddings, LM head, logits) counted on that same device, which errs high.
+    `checkpointing` keeps CHECKPOINTING_KEEPS of the activations."""
+    parts = hutchinson_parts(shape, probe_batch, seqlen, dtype)
+    b = _bytes(dtype)
+    keep = CHECKPOINTING_KEEPS if checkpointing else 1.0
+    per_layer = (b * shape.layer_parameters() + parts["probe_gradient_hz"] / shape.layers
+                 + keep * parts["activations"] / shape.layers)
+    outside = b * shape.embedding_parameters() + parts["logits"]
+    layers_here = -(-shape.layers // devices)
+    peak = layers_here * per_layer + outside + overhead_bytes
+    return {"peak": peak, "devices": devices, "layers_per_device": layers_here,
+            "checkpointing": checkpointing, "total": sum(parts.values()), "parts": parts}
+
+
+def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: int = 1) -> dict:
+    """Bytes of a forward without gradient (perplexity, lm-eval) on one batch of windows."""
+    b = _bytes(dtype)
+    tokens = batch_size * seqlen
+    saved = INFERENCE_SAVED
+    return {"weights": b * shape.parameters(),
+            "activations": int(b * tokens * (saved["hidden"] * shape.hidden
+                                             + saved["intermediate"] * shape.intermediate)),
+            "logits": int(4 * INFERENCE_LOGITS * tokens * shape.vocab)}
+
+
+def inference_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devices: int = 1,
+                          batch_size: int = 1, overhead_bytes: float = 0.0) -> dict:
+    """inference_parts on the fullest of `devices` GPUs (split by whole layers, as above)."""
+    parts = inference_parts(shape, seqlen, dtype, batch_size)
+    b = _bytes(dtype)
+    layers_here = -(-shape.layers // devices)
+    peak = (layers_here * b * shape.layer_parameters() + b * shape.embedding_parameters()
+            + parts["activations"] + parts["logits"] + overhead_bytes)
+    return {"peak": peak, "devices": devices, "layers_per_device": layers_here,
+            "total": sum(parts.values()), "parts": parts}
 
 
 def estimate_memory(config, nsamples: int = 128, seqlen: int = 2048, device_bytes: float = 80e9,

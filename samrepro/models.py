@@ -202,9 +202,28 @@ def keep_first_layers(model: nn.Module, num_layers: int) -> None:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """AutoTokenizer's (always the fast one in transformers 5), marked with the `legacy` key
+    of its tokenizer_config.json (None when absent) as `sentencepiece_legacy`: transformers 5
+    does not keep it, and data.tokenize needs it to give a SentencePiece model the stream of
+    the slow tokenizer that the reference protocol used."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    tokenizer.sentencepiece_legacy = _tokenizer_config(name).get("legacy")
+    return tokenizer
+
+
+def _tokenizer_config(name: str) -> dict:
+    import json
+
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(name, "tokenizer_config.json",
+                           _raise_exceptions_for_missing_entries=False)
+        return json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool,
@@ -302,6 +321,50 @@ def tiny_model(family: str, vocab_size: int = 512, seed: int = 0, num_layers: in
         model = OPTForCausalLM(config)
     else:
         raise UserError(f"unknown tiny model family {family!r}: use 'llama' or 'opt'")
+    model.eval()
+    model.config.use_cache = False
+    return model
+
+
+def tiny_like(config: dict, hidden: int = 64, num_layers: int = 2, heads: int = 8,
+              vocab_size: int = 512, seed: int = 0) -> nn.Module:
+    """A small random model with a real config's options and proportions (tests): every field
+    of `config` (a config.json as a dict) is kept but the sizes: `hidden` wide, the
+    intermediate size and OPT's word_embed_proj_dim in the real ratios to the hidden size,
+    `heads` heads grouped over key/value heads as the real model groups them (LLaMA-2-70B:
+    8 query heads per key/value head), `num_layers` layers, `vocab_size` tokens. So OPT-350m
+    keeps its projections in and out of a narrower embedding and its post-norm layers
+    (no final layer norm), LLaMA-2-70B its grouped-query attention."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = {k: v for k, v in config.items()
+              if k not in ("_name_or_path", "architectures", "torch_dtype", "dtype",
+                           "transformers_version")}
+    real_hidden = fields["hidden_size"]
+    real_heads = fields["num_attention_heads"]
+    groups = real_heads // (fields.get("num_key_value_heads") or real_heads)
+    if heads % groups:
+        raise UserError(f"heads={heads} cannot keep the real grouping of {groups} query heads "
+                        "per key/value head: use a multiple of it")
+
+    def scaled(size: int) -> int:
+        return max(8, round(size * hidden / real_hidden / 8) * 8)
+
+    fields.update(hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=heads,
+                  vocab_size=vocab_size)
+    if fields["model_type"] == "opt":
+        fields.update(ffn_dim=scaled(fields["ffn_dim"]),
+                      word_embed_proj_dim=scaled(fields.get("word_embed_proj_dim") or real_hidden))
+    else:
+        fields.update(intermediate_size=scaled(fields["intermediate_size"]),
+                      num_key_value_heads=heads // groups)
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if isinstance(fields.get(key), int) and fields[key] >= vocab_size:
+            fields[key] = vocab_size - 1
+    tiny = AutoConfig.for_model(**fields)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny)
+    architecture(model)
     model.eval()
     model.config.use_cache = False
     return model

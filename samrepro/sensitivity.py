@@ -6,7 +6,8 @@ sen_W = Tr(∇²_W L)/n_W, L the model's cross-entropy on calibration windows.
   Rademacher), with Hz from a double backward through the whole model. One probe gives an
   estimate for every matrix at once (independent z per matrix block). Each estimate comes
   with its standard error over probe-windows; it stops when the relative standard error of
-  90% of the matrices is within `rel_tol`, or at `max_probes`.
+  90% of the matrices is within `rel_tol`, or at `max_probes`. The same loop runs in one
+  process or split over many (samrepro.distributed under torchrun) with the same numbers.
 - `fisher`: the empirical Fisher trace, mean over windows of the squared gradient (one
   backward per window, no double backward).
 - `xxt`: the layer-wise proxy mean(diag(2XXᵀ/n)) that the pruning pass gets for free
@@ -16,6 +17,7 @@ sen_W = Tr(∇²_W L)/n_W, L the model's cross-entropy on calibration windows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -25,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .allocation import layer_of
 from .errors import UserError
-from .models import prunable_linears
+from .models import decoder_layers, prunable_linears
 from .pipeline import layer_hessian_diagonals
 
 ESTIMATORS = ("hutchinson", "fisher", "xxt")
@@ -58,21 +60,71 @@ class _OnlyWeightsTrainable:
 
 
 def _loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    ids = ids.to(next(model.parameters()).device)
+    ids = ids.to(_input_device(model))
     return model(input_ids=ids, labels=ids, use_cache=False).loss
 
 
-def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw) -> torch.Tensor:
+def _input_device(model: nn.Module) -> torch.device:
+    """Where the token ids go: the embedding's device (the first GPU of a sharded model)."""
+    return model.get_input_embeddings().weight.device
+
+
+# ---- Hutchinson: one loop for one process or many --------------------------------------------
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the initialized torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def probe_seed(seed: int, probe: int, matrix: int) -> int:
+    """The generator seed of matrix `matrix`'s probe at probe index `probe`.
+
+    Every (seed, probe, matrix) has its own generator, so probe k is the same whichever
+    process draws it and whatever was drawn before: one process and N give the same numbers.
+    """
+    return (seed * 1_000_003 + probe) * 65_537 + matrix
+
+
+def draw_probe(seed: int, probe: int, matrix: int, like: torch.Tensor,
+               distribution: str = "gaussian") -> torch.Tensor:
+    """Probe z for matrix `matrix` at probe `probe`: drawn in fp32 on `like`'s device from its
+    own generator, then cast to `like`'s dtype (Rademacher ±1 is exact in any dtype).
+    The stream depends on the device type (CPU and CUDA generators differ), not on the
+    device index nor on the number of processes."""
+    g = torch.Generator(device=like.device).manual_seed(probe_seed(seed, probe, matrix))
+    z = torch.randn(like.shape, generator=g, device=like.device, dtype=torch.float32)
+    return (z.sign() if distribution == "rademacher" else z).to(like.dtype)
+
+
+def _dot32(z: torch.Tensor, h: torch.Tensor, rows: int = 4096) -> torch.Tensor:
+    """Σ z·h accumulated in fp32 (a few thousand rows at a time: bounded extra memory)."""
+    total = torch.zeros((), dtype=torch.float32, device=h.device)
+    z2, h2 = z.reshape(z.shape[0], -1), h.reshape(h.shape[0], -1)
+    for i in range(0, z2.shape[0], rows):
+        total += (z2[i:i + rows].float() * h2[i:i + rows].float()).sum()
+    return total
+
+
+def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw,
+              loss_scale: float = 1.0) -> torch.Tensor:
     """One Hutchinson sample per matrix, zᵀHz/n_W, on one batch (a double backward).
 
     draw(i, p) gives the probe z of matrix i (parameter p), drawn after the first backward.
+    `loss_scale` S multiplies the loss before differentiating (so the gradients and Hz are
+    S times larger: fp16 keeps them above its underflow) and divides the fp32 sums back.
     """
     loss = _loss(model, batch)
+    if loss_scale != 1.0:
+        loss = loss * loss_scale
     grads = torch.autograd.grad(loss, params, create_graph=True)
     probes = [draw(i, p) for i, p in enumerate(params)]
     hz = torch.autograd.grad(grads, params, grad_outputs=probes)
-    return torch.stack([(z.float() * h.float()).sum() / z.numel()
-                        for z, h in zip(probes, hz)]).cpu()
+    return torch.stack([(_dot32(z, h) / (z.numel() * loss_scale)).double().cpu()
+                        for z, h in zip(probes, hz)])
 
 
 def summary(names, samples: torch.Tensor) -> dict:
@@ -91,47 +143,141 @@ def relative_error_quantile(samples: torch.Tensor, q: float = 0.9) -> float:
     return float(torch.quantile(rel, q))
 
 
+FP16_LOSS_SCALE = 2.0 ** 16  # first try, halved after a non-finite probe (as AMP does)
+
+
+class _LossScale:
+    """The loss scale of `hutchinson`: 1 for bf16/fp32 weights (their exponent range holds the
+    small Hessian-vector products), dynamic for fp16 (start FP16_LOSS_SCALE, halve and redo a
+    probe whose samples are not finite)."""
+
+    def __init__(self, params, setting):
+        fp16 = any(p.dtype == torch.float16 for p in params)
+        if setting == "auto":
+            setting = FP16_LOSS_SCALE if fp16 else 1.0
+        elif setting is None:
+            setting = 1.0
+        if not (isinstance(setting, (int, float)) and setting > 0):
+            raise UserError(f"loss_scale must be 'auto' or a positive number, got {setting!r}")
+        self.value, self.dynamic, self.backoffs = float(setting), fp16 and setting != 1.0, 0
+
+    def run(self, fn):
+        while True:
+            row = fn(self.value)
+            if torch.isfinite(row).all() or not self.dynamic or self.value <= 1.0:
+                return row
+            self.value /= 2
+            self.backoffs += 1
+
+
+@contextlib.contextmanager
+def layer_checkpointing(model: nn.Module, enabled: bool = True):
+    """Within the block, every decoder layer is recomputed in the backward instead of keeping
+    its activations (torch.utils.checkpoint, non-reentrant: the double backward works)."""
+    if not enabled:
+        yield
+        return
+    from torch.utils.checkpoint import checkpoint
+
+    layers = list(decoder_layers(model))
+    for layer in layers:
+        forward = layer.forward
+        layer.forward = (lambda *a, _f=forward, **kw: checkpoint(_f, *a, use_reentrant=False, **kw))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # back to the class's forward
+
+
+def _blocks(min_probes: int, max_probes: int, chunk: int):
+    """(start, stop) of the probe blocks after which the stopping rule is checked: the first
+    ends at max(min_probes, 2), then every `chunk` probes; the same for any number of processes."""
+    start, stop = 0, min(max(min_probes, 2), max_probes)
+    while start < max_probes:
+        yield start, stop
+        start, stop = stop, min(stop + chunk, max_probes)
+
+
 def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
                min_probes: int = 8, max_probes: int = 200, distribution: str = "gaussian",
                batch_size: int = 1, seed: int = 0, progress: bool = True,
-               keep_samples: bool = False) -> dict:
+               keep_samples: bool = False, chunk: int = 8, checkpointing: bool = False,
+               loss_scale="auto") -> dict:
     """Hutchinson estimate of every prunable matrix's average Hessian trace, with errors.
 
-    Probe k uses calibration batch k mod (number of batches), so the error covers both the
-    probes and the data. Returns {"matrices": {name: {"trace", "stderr"}}, "probes",
-    "rel_stderr_q90", "seconds"} (and "samples", probes × matrices, with keep_samples).
+    Probe k draws z for matrix i from its own generator seeded by (seed, k, i) (draw_probe)
+    and uses calibration batch k mod (number of batches), so the error covers both the
+    probes and the data. Under an initialized torch.distributed group (samrepro.distributed,
+    torchrun) rank r computes the probes k ≡ r (mod world size) of each block and the
+    samples are all-reduced after it: one process and N give the same samples. The stopping
+    rule (90% of the matrices within `rel_tol` relative standard error) is checked after
+    the first max(min_probes, 2) probes and then after every `chunk`.
+
+    Precision: the Hessian-vector products run in the weights' dtype (bf16 on GPUs that have
+    it, see samrepro.plan) and every zᵀHz is summed in fp32 (samples kept in fp64); fp16
+    weights get a dynamic loss scale (`loss_scale="auto"`), else their products underflow.
+    `checkpointing` recomputes decoder layers in the backward (layer_checkpointing).
+    The model may be spread over several GPUs (plan.placed, accelerate): z is drawn on
+    each weight's device.
+
+    Returns {"matrices": {name: {"trace", "stderr"}}, "probes", "rel_stderr_q90", "seconds",
+    "distribution", "world_size", "precision"} (and "samples", probes × matrices, with
+    keep_samples).
     """
     if distribution not in ("gaussian", "rademacher"):
         raise UserError(f"unknown probe distribution {distribution!r}: gaussian or rademacher")
-    if min_probes < 1 or max_probes < 2:
-        raise UserError(f"need min_probes ≥ 1 and max_probes ≥ 2, got {min_probes}, {max_probes}")
-    min_probes = min(min_probes, max_probes)
+    if min_probes < 1 or max_probes < 2 or chunk < 1:
+        raise UserError(f"need min_probes ≥ 1, max_probes ≥ 2 and chunk ≥ 1, got "
+                        f"{min_probes}, {max_probes}, {chunk}")
+    rank, world = rank_and_world()
     names = list(prunable_linears(model))
     batches = windows.split(batch_size)
-    generator = torch.Generator().manual_seed(seed)
     rows, started = [], time.perf_counter()
-    bar = tqdm(total=max_probes, desc="Hutchinson probes", disable=not progress)
-    with _OnlyWeightsTrainable(model) as params:
-        for k in range(max_probes):
-            def draw(_i, p):
-                z = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-                return (z.sign() if distribution == "rademacher" else z).to(p.device, p.dtype)
+    bar = tqdm(total=max_probes, desc="Hutchinson probes", disable=not progress or rank != 0)
+    with _OnlyWeightsTrainable(model) as params, layer_checkpointing(model, checkpointing):
+        scale = _LossScale(params, loss_scale)
+        for start, stop in _blocks(min_probes, max_probes, chunk):
+            block = torch.zeros(stop - start, len(names), dtype=torch.float64)
+            for k in range(start + rank, stop, world):
+                def row(s, k=k):
+                    return probe_row(model, params, batches[k % len(batches)],
+                                     lambda i, p: draw_probe(seed, k, i, p, distribution), s)
 
-            rows.append(probe_row(model, params, batches[k % len(batches)], draw))
-            bar.update()
-            if len(rows) >= max(min_probes, 2):
+                block[k - start] = scale.run(row)
+                bar.update(world)
+            if world > 1:
+                _all_reduce_sum(block)
+            rows.extend(block)
+            if len(rows) >= 2:
                 reached = relative_error_quantile(torch.stack(rows))
                 bar.set_postfix(rel_stderr_q90=f"{reached:.3f}")
                 if reached <= rel_tol:
                     break
     bar.close()
-    samples = torch.stack(rows).double()
+    samples = torch.stack(rows)
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
     result = {"matrices": summary(names, samples), "probes": len(rows),
               "rel_stderr_q90": relative_error_quantile(samples) if len(rows) > 1 else None,
-              "seconds": time.perf_counter() - started, "distribution": distribution}
+              "seconds": time.perf_counter() - started, "distribution": distribution,
+              "world_size": world,
+              "precision": {"hvp_dtype": ",".join(dtypes), "accumulation": "float32",
+                            "loss_scale": scale.value, "loss_scale_backoffs": scale.backoffs}}
     if keep_samples:
         result["samples"] = {name: samples[:, i].tolist() for i, name in enumerate(names)}
     return result
+
+
+def _all_reduce_sum(block: torch.Tensor) -> None:
+    """Sum `block` over the ranks, in place (through the GPU when the backend is NCCL)."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        on_gpu = block.cuda()
+        dist.all_reduce(on_gpu)
+        block.copy_(on_gpu.cpu())
+    else:
+        dist.all_reduce(block)
 
 
 def fisher(model: nn.Module, windows: torch.Tensor, progress: bool = True) -> dict:

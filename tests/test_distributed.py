@@ -1,4 +1,5 @@
-"""The Hutchinson estimate over processes (gloo on the CPU) against one process and the exact trace."""
+"""The one Hutchinson loop over processes (gloo on the CPU) against one process, torch.func's
+Hessian-vector products, and the cache that the notebooks read."""
 
 import json
 import os
@@ -9,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from samrepro.distributed import hutchinson_distributed, probe_seed
 from samrepro.models import prunable_linears, tiny_model
+from samrepro.sensitivity import hutchinson, probe_seed
 from test_sensitivity import NAME, ids
 
 SETTINGS = dict(rel_tol=0.0, min_probes=2, max_probes=5, chunk=4, batch_size=1, seed=3)
@@ -20,13 +21,23 @@ def model_and_windows():
     return tiny_model("llama", vocab_size=32, num_layers=2, hidden=16, seed=0).double(), ids(n=3)
 
 
-def _worker(rank, world, port, out):
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _group(rank, world, port):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _worker(rank, world, port, out):
+    _group(rank, world, port)
     try:
         model, windows = model_and_windows()
-        result = hutchinson_distributed(model, windows, keep_samples=True, **SETTINGS)
+        result = hutchinson(model, windows, keep_samples=True, progress=False, **SETTINGS)
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(result, f)
@@ -34,25 +45,17 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_give_the_estimate_of_one(tmp_path):
+def test_two_processes_give_the_samples_of_one(tmp_path):
     out = tmp_path / "two.json"
     mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     two = json.loads(out.read_text())
     model, windows = model_and_windows()
-    one = hutchinson_distributed(model, windows, keep_samples=True, **SETTINGS)
+    one = hutchinson(model, windows, keep_samples=True, progress=False, **SETTINGS)
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["probes"] == one["probes"] == 5
     for name in one["matrices"]:
-        torch.testing.assert_close(torch.tensor(two["samples"][name]),
-                                   torch.tensor(one["samples"][name]), rtol=1e-10, atol=0)
-        assert two["matrices"][name]["trace"] == pytest.approx(one["matrices"][name]["trace"],
-                                                               rel=1e-10)
+        assert two["samples"][name] == one["samples"][name]  # bit for bit: same z, same batch
+        assert two["matrices"][name] == one["matrices"][name]
 
 
 def test_each_sample_is_the_probe_form_on_its_batch():
@@ -63,7 +66,7 @@ def test_each_sample_is_the_probe_form_on_its_batch():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     model, windows = model_and_windows()
-    got = hutchinson_distributed(model, windows, keep_samples=True, **SETTINGS)["samples"]
+    got = hutchinson(model, windows, keep_samples=True, progress=False, **SETTINGS)["samples"]
     names = list(prunable_linears(model))
     weights = {f"{n}.weight": model.get_submodule(n).weight.detach() for n in names}
     for k in (0, 4):
@@ -84,24 +87,93 @@ def test_each_sample_is_the_probe_form_on_its_batch():
             assert got[n][k] == pytest.approx(expected, rel=1e-5)  # fp32 sums
 
 
-def test_layer_checkpointing_changes_nothing_but_memory():
+def test_layer_checkpointing_gives_the_plain_estimate():
     model, windows = model_and_windows()
-    plain = hutchinson_distributed(model, windows, **SETTINGS)
-    again = hutchinson_distributed(model, windows, checkpointing=True, **SETTINGS)
+    plain = hutchinson(model, windows, progress=False, **SETTINGS)
+    again = hutchinson(model, windows, checkpointing=True, progress=False, **SETTINGS)
     for name, entry in plain["matrices"].items():
-        assert again["matrices"][name]["trace"] == pytest.approx(entry["trace"], rel=1e-9)
+        assert again["matrices"][name]["trace"] == pytest.approx(entry["trace"], rel=1e-6)
     assert "forward" not in vars(model.model.layers[0])  # the wrapper is removed afterwards
 
 
-def test_entry_point_writes_the_estimate_and_refuses_bad_input(tmp_path, data_dir, capsys):
+def test_stopping_is_checked_at_the_same_probes_for_any_world_size():
+    from samrepro.sensitivity import _blocks
+
+    assert list(_blocks(5, 20, 8)) == [(0, 5), (5, 13), (13, 20)]
+    assert list(_blocks(1, 3, 8)) == [(0, 2), (2, 3)]  # two probes before a standard error
+
+
+ENTRY = ["--model", "tiny-llama", "--nsamples", "3", "--seqlen", "16", "--probes", "4",
+         "--rel-tol", "0", "--seed", "1", "--quiet"]
+
+
+def _entry_worker(rank, world, port, argv):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
     from samrepro.distributed import main
 
+    assert main(argv) == 0
+
+
+def _notebook_estimate(monkeypatch):
+    """What the notebooks' sensitivity step gets (experiments.sensitivity_for with the config
+    that report.config builds), with the estimator itself made to fail: only the cache can
+    answer."""
+    from samrepro import experiments, report
+    from samrepro.data import calibration_windows
+
+    s = report.settings("smoke", models=["tiny-llama"], nsamples=3, seqlen=16, probes=4,
+                        estimator="hutchinson")
+    s["rel_tol"] = 0.0
+    cfg = report.config(s, "tiny-llama", allocation="paper", seed=1)
+    model, tokenizer = experiments.load(cfg, torch.device("cpu"))
+    windows, corpus = calibration_windows(cfg.calib, tokenizer, cfg.nsamples, cfg.seqlen,
+                                          cfg.seed)
+
+    def refuse(*a, **k):
+        raise AssertionError("the notebook path recomputed an estimate the cache holds")
+
+    monkeypatch.setattr(experiments, "hutchinson", refuse)
+    return experiments.sensitivity_for(cfg, model, windows, corpus, "hutchinson", "cpu",
+                                       progress=False), (model, windows)
+
+
+def test_torchrun_entry_feeds_the_notebooks_cache(tmp_path, data_dir, monkeypatch, capsys):
+    """Two gloo processes through the torchrun entry write the estimate that the notebooks'
+    sensitivity step then reads, equal to one process's estimate computed here."""
+    from samrepro.models import embedded_checkpoint
+
+    (tmp_path / "cache").mkdir()  # a cache of its own, holding only the embedded tokenizer
+    (tmp_path / "cache" / "smollm2-135m").symlink_to(embedded_checkpoint())
+    monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "sens.json"
-    args = ["--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16", "--chunk", "2"]
-    assert main(args + ["--probes", "4", "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["probes"] == 4 and result["world_size"] == 1
-    assert len(result["matrices"]) == 14  # 2 layers × 7 matrices
-    assert main(args + ["--probes", "1", "--json", str(tmp_path / "bad.json")]) == 2
-    assert "samrepro: error:" in capsys.readouterr().err
-    assert not (tmp_path / "bad.json").exists()
+    mp.spawn(_entry_worker, args=(2, free_port(), ENTRY + ["--json", str(out)]), nprocs=2,
+             join=True)
+    written = json.loads(out.read_text())
+    assert written["world_size"] == 2 and written["probes"] == 4
+    assert len(written["matrices"]) == 14  # 2 layers × 7 matrices
+    got, (model, windows) = _notebook_estimate(monkeypatch)
+    assert got["world_size"] == 2 and got["matrices"] == written["matrices"]
+    one = hutchinson(model, windows, rel_tol=0.0, max_probes=4, seed=1, progress=False)
+    for name, entry in one["matrices"].items():
+        # fp32 sums, one thread per process there and two here: equal to float rounding
+        assert got["matrices"][name]["trace"] == pytest.approx(entry["trace"], rel=1e-4)
+
+
+def test_entry_point_refuses_bad_input(tmp_path, data_dir, capsys):
+    from samrepro.distributed import main, process_devices
+    from samrepro.errors import UserError
+
+    bad = tmp_path / "bad.json"
+    assert main(["--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16", "--probes", "1",
+                 "--json", str(bad)]) == 2
+    assert main(["--model", "tiny-llama", "--estimator", "fisher"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("samrepro: error:") for line in lines)
+    assert not bad.exists()
+    assert process_devices(8, 3, 4) == ["cuda:6", "cuda:7"]
+    assert process_devices(0, 0, 2) == ["cpu"]
+    with pytest.raises(UserError, match="GPUs"):
+        process_devices(4, 0, 4, per_process=2)

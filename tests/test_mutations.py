@@ -50,11 +50,11 @@ def shift_off_by_one(monkeypatch):
 
 def gradient_not_hvp(monkeypatch):
     """(e) Hutchinson's Hessian-vector product replaced by the gradient: zᵀg, not zᵀHz."""
-    def probe_row(model, params, batch, draw):
+    def probe_row(model, params, batch, draw, loss_scale=1.0):
         grads = torch.autograd.grad(sensitivity._loss(model, batch), params)
         probes = [draw(i, p) for i, p in enumerate(params)]
-        return torch.stack([(z.float() * g.float()).sum() / z.numel()
-                            for z, g in zip(probes, grads)]).cpu()
+        return torch.stack([(z.double() * g.double()).sum().cpu() / z.numel()
+                            for z, g in zip(probes, grads)])
 
     monkeypatch.setattr(sensitivity, "probe_row", probe_row)
 

@@ -1,0 +1,637 @@
+"""Where each step of a run goes and what it costs, decided before anything runs.
+
+For a model (a folder holding its config.json, a hub id, one of memory.PAPER_MODELS, or the
+embedded and tiny models) on a machine (the GPUs torch sees, or ones named like
+`1xA100-80GB` or `8x80GB`), `plan_model` gives, for each step of a run:
+
+- calibration forwards and Hessians + solver (the layer-by-layer pass, METHOD.md §1): one
+  GPU holding one decoder layer, the calibration activations on it ("device") or on the CPU
+  ("offload");
+- Hutchinson (§3): the whole model with its gradient graph on one GPU, split by whole
+  decoder layers over several (accelerate device_map, `placed`), or the CPU;
+- perplexity and lm-eval (§6): the whole model, on one GPU or split over several;
+
+its placement, its peak memory on the fullest device (samrepro.memory, which tests check
+against measured peaks) and an estimated time: FLOPs at UTILIZATION of the GPU's peak rate,
+a Hutchinson probe = PROBE_FORWARDS forwards and COLUMN_STEP_SECONDS per solver column (the
+measured CPU ratio and the assumptions of benchmarks/scaling.py). A model's verdict is "fits
+on 1 GPU", "needs N GPUs" or "does not fit". `show(settings)` prints the plan for a
+notebook's settings and raises a UserError with the fix when a model does not fit;
+`samrepro plan` prints it on the command line. `placed(model, placement)` puts a model where
+a placement says (experiments.sensitivity_for does so for the Hutchinson step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import memory
+from .errors import UserError
+from .memory import GIB, shape_of
+
+# ---- the machine --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One GPU kind: usable memory (about what torch reports as total_memory), whether it
+    computes in bf16 (compute capability ≥ 8), and its nominal dense peak rates."""
+
+    name: str
+    memory: float  # bytes
+    bf16: bool
+    flops16: float  # fp16/bf16 tensor cores, dense, FLOP/s
+    flops32: float  # fp32 without TF32 (the Hessians and the solver), FLOP/s
+
+
+def _gpu(name, gib, bf16, tflops16, tflops32):
+    return GPU(name, gib * GIB, bf16, tflops16 * 1e12, tflops32 * 1e12)
+
+
+# Nominal figures from the vendors' data sheets (SXM parts where there are two).
+GPUS: dict[str, GPU] = {g.name: g for g in (
+    _gpu("A100-80GB", 79.2, True, 312, 19.5), _gpu("A100-40GB", 39.4, True, 312, 19.5),
+    _gpu("H100-80GB", 79.1, True, 989, 67), _gpu("H200-141GB", 139.8, True, 989, 67),
+    _gpu("L40S-48GB", 44.4, True, 362, 91.6), _gpu("A6000-48GB", 47.5, True, 155, 38.7),
+    _gpu("A10-24GB", 22.1, True, 125, 31.2), _gpu("L4-24GB", 22.0, True, 121, 30.3),
+    _gpu("RTX4090-24GB", 23.6, True, 165, 82.6), _gpu("RTX3090-24GB", 23.6, True, 71, 35.6),
+    _gpu("V100-32GB", 31.7, False, 125, 15.7), _gpu("V100-16GB", 15.8, False, 125, 15.7),
+    _gpu("T4-16GB", 14.6, False, 65, 8.1),
+)}
+CUDA_OVERHEAD = 1.5 * GIB  # CUDA context, cuBLAS workspace, allocator slack (memory.py)
+UTILIZATION = 0.5  # assumed fraction of the peak rate reached (benchmarks/scaling.py)
+COLUMN_STEP_SECONDS = 40e-6  # per solver column on a GPU (benchmarks/scaling.py)
+PROBE_FORWARDS = 9.3  # a Hutchinson probe costs this many forwards (results/embedded/scaling.md)
+CPU_FLOPS = 36.5e9  # effective FP32 rate of this project's 2-core CPU (scaling.md)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The GPUs a plan may use (all of one kind), or none (the CPU), and the host's RAM."""
+
+    gpus: tuple[GPU, ...] = ()
+    host_bytes: float | None = None  # None: unknown (not checked)
+
+    @property
+    def kind(self) -> str:
+        if not self.gpus:
+            return "CPU"
+        return f"{len(self.gpus)}×{self.gpus[0].name}"
+
+
+def parse_gpus(text: str) -> tuple[GPU, ...]:
+    """'1xA100-80GB', '8xH100-80GB', '2x80GB' (any GPU of that memory, bf16, A100 speed) or
+    'cpu' (none) → the GPUs."""
+    text = text.strip()
+    if text.lower() in ("cpu", "none", "0"):
+        return ()
+    match = re.fullmatch(r"(\d+)\s*[x×*]\s*(.+)", text)
+    if not match or int(match.group(1)) < 1:
+        raise UserError(f"--gpus {text!r}: write COUNTxKIND, e.g. 1xA100-80GB or 8x80GB "
+                        f"(kinds: {', '.join(GPUS)}), or cpu")
+    count, kind = int(match.group(1)), match.group(2)
+    known = {name.lower(): gpu for name, gpu in GPUS.items()}
+    if kind.lower() in known:
+        gpu = known[kind.lower()]
+    elif re.fullmatch(r"\d+(\.\d+)?\s*GB", kind, re.IGNORECASE):
+        size = float(kind[:-2])
+        gpu = GPU(f"{kind.upper()}", size * GIB * 0.99, True, 312e12, 19.5e12)
+    else:
+        raise UserError(f"--gpus {text!r}: unknown GPU kind {kind!r}; use one of "
+                        f"{', '.join(GPUS)}, or a size such as 80GB")
+    return (gpu,) * count
+
+
+def visible_gpus() -> tuple[GPU, ...]:
+    """The GPUs torch sees, with their real memory; speeds from GPUS when the name matches."""
+    if not torch.cuda.is_available():
+        return ()
+    found = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        gib = props.total_memory / GIB
+        best = None
+        for name, spec in GPUS.items():
+            model = name.split("-")[0].replace("RTX", "")
+            if model in props.name.replace(" ", "") and abs(spec.memory / GIB - gib) < 0.15 * gib:
+                best = spec
+        bf16 = props.major >= 8
+        base = best or (GPUS["A100-80GB"] if bf16 else GPUS["V100-32GB"])
+        found.append(GPU(props.name, float(props.total_memory), bf16, base.flops16,
+                         base.flops32))
+    return tuple(found)
+
+
+def host_memory() -> float | None:
+    """This machine's RAM in bytes (MemTotal), or None where /proc/meminfo is missing."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def this_machine(device=None) -> Machine:
+    """The GPUs of `device` ('cuda': all visible; 'cuda:1': from GPU 1 on; 'cpu': none)."""
+    device = torch.device(device) if device is not None else None
+    gpus = () if device is not None and device.type == "cpu" else visible_gpus()
+    if device is not None and device.type == "cuda" and device.index:
+        gpus = gpus[device.index:]
+    return Machine(gpus, host_memory())
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype, machine: Machine) -> torch.dtype:
+    """'auto' (or None): bf16 on GPUs that have it, fp16 on older GPUs; on the CPU bf16
+    where it has AVX512-BF16/AMX, else fp32. A name or a torch dtype is kept."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if machine.gpus:
+            return torch.bfloat16 if all(g.bf16 for g in machine.gpus) else torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    if dtype not in DTYPE_NAMES:
+        raise UserError(f"unknown dtype {dtype!r}: auto, {', '.join(DTYPE_NAMES)}")
+    return DTYPE_NAMES[dtype]
+
+
+# ---- the model ----------------------------------------------------------------------------
+
+def model_config(spec: str) -> dict:
+    """The config.json fields of a model spec, without its weights: a folder holding
+    config.json, one of the paper's models (memory.PAPER_MODELS or its hub id: no hub
+    needed), `embedded`, `opt-ptb-standin`, tiny-llama/tiny-opt, else the hub's config.json.
+    'NAME@N' keeps the first N decoder layers."""
+    from .models import EMBEDDED, STANDIN, STANDIN_CHECKPOINT, TINY, embedded_checkpoint, \
+        tiny_model
+    from .presets import split_model
+
+    name, layers = split_model(spec)
+    if Path(name).is_dir():
+        path = Path(name) / "config.json"
+        if not path.is_file():
+            raise UserError(f"{name} holds no config.json: point --model at a checkpoint "
+                            "folder (config.json is all the plan reads)")
+        config = _read_config(path)
+    elif name in memory.PAPER_MODELS or name in memory.HUB_IDS:
+        config = dict(memory.PAPER_MODELS[memory.HUB_IDS.get(name, name)])
+    elif name == EMBEDDED:
+        config = _read_config(embedded_checkpoint() / "config.json")
+    elif name == STANDIN:
+        config = _read_config(STANDIN_CHECKPOINT / "config.json")
+    elif name in TINY:
+        config = tiny_model(name.removeprefix("tiny-")).config.to_dict()
+    else:
+        try:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(name).to_dict()
+        except (OSError, ValueError) as e:
+            raise UserError(f"no config for model {name!r} ({str(e).splitlines()[0]}): give a "
+                            "folder holding its config.json, or a hub id reachable from here") \
+                from None
+    if layers is not None:
+        if not 1 <= layers <= config["num_hidden_layers"]:
+            raise UserError(f"{spec}: the model has {config['num_hidden_layers']} layers")
+        config["num_hidden_layers"] = layers
+    return config
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable config.json ({type(e).__name__}): replace it "
+                        "with the checkpoint's own") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise UserError(f"{path} has no model_type: it is not a transformers config.json")
+    return config
+
+
+# ---- costs --------------------------------------------------------------------------------
+
+# Approximate tokens of the evaluation streams (METHOD.md §6) and of the lm-eval requests
+# (documents × choices × tokens a request, per shot setting; an upper bound: the harness
+# shares some contexts). Only the times use them.
+STREAM_TOKENS = {"wikitext2": 340_000, "ptb": 115_000}
+C4_WINDOWS = 256
+LM_EVAL_TOKENS = {"zero-shot": 5.4e6, "leaderboard": 45e6}  # the leaderboard's extra shots
+
+
+def forward_flops(shape, tokens: int, seqlen: int) -> float:
+    """One forward over `tokens` tokens in windows of `seqlen` (matmuls, causal attention)."""
+    per_layer = 2 * sum(o * i for o, i in shape.matrices()) * tokens + \
+        2 * tokens * seqlen * shape.hidden
+    return shape.layers * per_layer + 2 * shape.vocab * shape.embedding_dim * tokens
+
+
+def prune_flops(shape, tokens: int, seqlen: int) -> dict:
+    """FLOPs of one pruning pass (METHOD.md §1): two forwards of every layer over the
+    calibration tokens, the Hessians 2XXᵀ/n, and the solver (Cholesky/inverse ~ 2·in³ and the
+    OBS updates 2·rows·in² per group); and the solver's column steps."""
+    weights = sum(o * i for o, i in shape.matrices())
+    forward = 2 * (2 * weights * tokens + 2 * tokens * seqlen * shape.hidden)
+    hessian = sum(2 * tokens * n * n for _, n in shape.hessian_groups())
+    solver = sum(2 * rows * n * n + 2 * n ** 3 for rows, n in shape.hessian_groups())
+    columns = sum(n for _, n in shape.hessian_groups())
+    return {"forward": shape.layers * forward, "hessian": shape.layers * hessian,
+            "solver": shape.layers * solver, "columns": shape.layers * columns}
+
+
+def _rates(machine: Machine) -> tuple[float, float, float]:
+    """(FLOP/s in the model's dtype, FLOP/s in fp32, seconds per solver column)."""
+    if not machine.gpus:
+        return CPU_FLOPS, CPU_FLOPS, 0.0
+    gpu = machine.gpus[0]
+    return gpu.flops16 * UTILIZATION, gpu.flops32 * UTILIZATION, COLUMN_STEP_SECONDS
+
+
+# ---- the plan -----------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    name: str
+    placement: str  # "1 GPU", "2 GPUs (device_map)", "1 GPU, activations on the CPU", "CPU", ...
+    devices: int  # GPUs it uses (0: the CPU)
+    peak: float  # bytes on the fullest device (host RAM on the CPU)
+    seconds: float
+    fits: bool
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    model: str
+    machine: Machine
+    dtype: torch.dtype
+    parameters: int
+    steps: list[Step] = field(default_factory=list)
+    host_peak: float = 0.0  # host RAM: the model (kept on the CPU) and offloaded activations
+
+    @property
+    def gpus_needed(self) -> int:
+        return max([s.devices for s in self.steps] + [0])
+
+    @property
+    def fits(self) -> bool:
+        host_ok = self.machine.host_bytes is None or self.host_peak <= self.machine.host_bytes
+        return host_ok and all(s.fits for s in self.steps)
+
+    @property
+    def verdict(self) -> str:
+        if not self.fits:
+            return "does not fit"
+        if not self.machine.gpus:
+            return "fits on the CPU"
+        n = self.gpus_needed
+        return "fits on 1 GPU" if n <= 1 else f"needs {n} GPUs"
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+    def problem(self) -> str:
+        """What does not fit and what to do about it (one line), or ''."""
+        if self.machine.host_bytes is not None and self.host_peak > self.machine.host_bytes:
+            return (f"{self.model} needs {self.host_peak / GIB:.0f} GiB of host RAM for its "
+                    f"weights and offloaded activations; this machine has "
+                    f"{self.machine.host_bytes / GIB:.0f} GiB: use one with more RAM, or lower "
+                    "nsamples")
+        for s in self.steps:
+            if not s.fits:
+                return f"{self.model}: {s.name} {s.note}"
+        return ""
+
+
+def _gib(b: float) -> str:
+    return f"{b / GIB:.1f} GiB"
+
+
+def _placement(n: int) -> str:
+    return "1 GPU" if n == 1 else f"{n} GPUs (device_map)"
+
+
+def hutchinson_devices(shape, seqlen: int, dtype, machine: Machine,
+                       probe_batch: int = 1) -> tuple[int, bool, dict] | None:
+    """(GPUs, checkpointing, memory.hutchinson_device_peak) of the fewest of the machine's GPUs
+    that hold one probe (checkpointing only where it saves a GPU), or None if none do."""
+    usable = min(g.memory for g in machine.gpus)
+    for n in range(1, len(machine.gpus) + 1):
+        for ckpt in (False, True):
+            e = memory.hutchinson_device_peak(shape, seqlen, dtype, n, probe_batch, ckpt,
+                                              CUDA_OVERHEAD)
+            if e["peak"] <= usable:
+                return n, ckpt, e
+    return None
+
+
+def _min_devices(peak_of, usable: float, limit: int = 1024) -> int | None:
+    for n in range(1, limit + 1):
+        if peak_of(n) <= usable:
+            return n
+    return None
+
+
+def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2048,
+               dtype="auto", probes: int = 200, estimator: str = "hutchinson",
+               eval_windows: int | None = None, eval_streams=("wikitext2", "ptb", "c4"),
+               lm_eval_settings=("zero-shot", "leaderboard"), zero_shot_limit: int | None = None,
+               batch_size: int = 8, config: dict | None = None) -> Plan:
+    """The plan of one run of `spec` on `machine` (see the module's docstring)."""
+    config = config if config is not None else model_config(spec)
+    shape = shape_of(config)
+    dtype = resolve_dtype(dtype, machine)
+    b = torch.empty((), dtype=dtype).element_size()
+    r16, r32, column_s = _rates(machine)
+    on_gpu = bool(machine.gpus)
+    plan = Plan(spec, machine, dtype, shape.parameters())
+    usable = min(g.memory for g in machine.gpus) if on_gpu else (machine.host_bytes or math.inf)
+
+    # the layer-by-layer pass: calibration forwards, then Hessians and the solver
+    tokens = nsamples * seqlen
+    parts = memory.pruning_parts(shape, nsamples, seqlen, dtype, batch_size)
+    flops = prune_flops(shape, tokens, seqlen)
+    work = memory.pruning_work(shape, nsamples, seqlen, dtype, batch_size)
+    forward_work, solver_work = work["forward"], work["solver"]
+    base = parts["layer_weights"] + parts["batch_io"] + parts["hessians"]
+    act = parts["activations"] + parts["rotary"]
+    overhead = CUDA_OVERHEAD if on_gpu else 0.0
+    offload = False
+    if on_gpu:
+        worst = base + max(forward_work, solver_work) + overhead
+        offload = worst + act > usable
+    for name, work, seconds in (
+            ("calibration forwards", forward_work, flops["forward"] / r16),
+            ("Hessians and solver", solver_work,
+             (flops["hessian"] + flops["solver"]) / r32 + flops["columns"] * column_s)):
+        peak = base + work + overhead + (0 if offload else act)
+        if on_gpu:
+            where = "1 GPU, activations on the CPU" if offload else "1 GPU"
+            fits = peak <= usable
+            note = "" if fits else (f"needs {_gib(peak)} on one GPU (one decoder layer, its "
+                                    f"Hessians and the solver's fp32 work); the GPUs have "
+                                    f"{_gib(usable)}: use GPUs with more memory")
+            plan.steps.append(Step(name, where, 1, peak, seconds, fits, note))
+        else:
+            plan.steps.append(Step(name, "CPU", 0, peak, seconds, True))
+    plan.host_peak = b * shape.parameters() + (act if offload else 0)
+    if not on_gpu:
+        plan.host_peak += max(s.peak for s in plan.steps)
+
+    # the sensitivity estimate: the whole model, once per model (cached)
+    if estimator in ("hutchinson", "fisher"):
+        name = "Hutchinson" if estimator == "hutchinson" else "Fisher"
+        passes = PROBE_FORWARDS * probes if estimator == "hutchinson" else 3 * nsamples
+        seconds = passes * forward_flops(shape, seqlen, seqlen) / r16
+        if on_gpu:
+            found = hutchinson_devices(shape, seqlen, dtype, machine)
+            if found:
+                n, ckpt, e = found
+                where = _placement(n) + (", layer checkpointing" if ckpt else "")
+                note = ""
+                if len(machine.gpus) >= 2 * n:
+                    procs = len(machine.gpus) // n
+                    note = (f"{procs}× faster with torchrun --nproc-per-node {procs} -m "
+                            f"samrepro.distributed --gpus-per-process {n} (same numbers)")
+                plan.steps.append(Step(name, where, n, e["peak"], seconds, True, note))
+            else:
+                need = _min_devices(lambda k: memory.hutchinson_device_peak(
+                    shape, seqlen, dtype, k, 1, False, CUDA_OVERHEAD)["peak"], usable)
+                one = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, 1, False, 0)
+                plan.steps.append(Step(
+                    name, "does not fit", need or 0, one["peak"], seconds, False,
+                    f"needs {need} GPUs of {_gib(usable)} ({_gib(one['total'])} for one probe "
+                    f"on 1×{seqlen} tokens); this machine has {len(machine.gpus)}: run on "
+                    f"{need} GPUs, or run samrepro.distributed under torchrun where they are and "
+                    f"then the notebook with the same settings (it reads the estimate from the "
+                    f"cache)"))
+        else:
+            e = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, 1, False, 0)
+            fits = e["peak"] <= usable
+            plan.steps.append(Step(name, "CPU", 0, e["peak"], seconds, fits,
+                                   "" if fits else f"needs {_gib(e['peak'])} of RAM on the CPU; "
+                                   f"this machine has {_gib(usable)}: run it on GPUs"))
+
+    # evaluation: the whole model, one window at a time
+    windows = 0
+    for stream in eval_streams:
+        count = C4_WINDOWS if stream == "c4" else STREAM_TOKENS[stream] // seqlen
+        windows += min(count, eval_windows) if eval_windows else count
+    lm_tokens = sum(LM_EVAL_TOKENS[s] for s in lm_eval_settings)
+    if zero_shot_limit:
+        lm_tokens *= min(1.0, zero_shot_limit / 1000)  # ~1000+ documents a task
+    for name, seconds, active in (
+            ("perplexity", windows * forward_flops(shape, seqlen, seqlen) / r16, bool(windows)),
+            ("lm-eval", 2 * shape.parameters() * lm_tokens / r16, bool(lm_tokens))):
+        if not active:
+            continue
+        if on_gpu:
+            n = _min_devices(lambda k: memory.inference_device_peak(
+                shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"], usable, len(machine.gpus))
+            if n:
+                e = memory.inference_device_peak(shape, seqlen, dtype, n, 1, CUDA_OVERHEAD)
+                plan.steps.append(Step(name, _placement(n), n, e["peak"], seconds, True))
+            else:
+                e = memory.inference_device_peak(shape, seqlen, dtype, 1, 1, 0)
+                need = _min_devices(lambda k: memory.inference_device_peak(
+                    shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"], usable)
+                plan.steps.append(Step(name, "does not fit", need or 0, e["peak"], seconds,
+                                       False, f"needs {need} GPUs of {_gib(usable)} for the "
+                                       f"{_gib(e['parts']['weights'])} of weights: run on "
+                                       f"{need} GPUs"))
+        else:
+            e = memory.inference_device_peak(shape, seqlen, dtype, 1, 1, 0)
+            plan.steps.append(Step(name, "CPU", 0, e["peak"], seconds, True))
+    return plan
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def render(plans: list[Plan]) -> str:
+    """The plans as Markdown: one table row per model and step, then the verdicts."""
+    lines = ["| model | step | placement | peak | time | note |", "|---|---|---|---|---|---|"]
+    for p in plans:
+        for s in p.steps:
+            lines.append(f"| {p.model} | {s.name} | {s.placement} | {_gib(s.peak)} | "
+                         f"{_duration(s.seconds)} | {s.note} |")
+    lines.append("")
+    for p in plans:
+        host = ("" if p.machine.host_bytes is None else
+                f" of {p.machine.host_bytes / GIB:.0f} GiB")
+        size = (f"{p.parameters / 1e9:.2f}B" if p.parameters >= 1e9 else
+                f"{p.parameters / 1e6:.1f}M")
+        lines.append(f"- **{p.model}** on {p.machine.kind}, {str(p.dtype).removeprefix('torch.')}, "
+                     f"{size} parameters, host RAM {_gib(p.host_peak)}{host}: "
+                     f"**{p.verdict}**" + (f" ({p.problem()})" if not p.fits else ""))
+    lines.append("")
+    rate = (f"FLOPs at {UTILIZATION:.0%} of the GPU's nominal peak rate" if any(
+        p.machine.gpus for p in plans) else f"FLOPs at {CPU_FLOPS / 1e9:.0f} GFLOP/s (measured "
+        "on a 2-core CPU)")
+    lines.append(f"Times per run: {rate}, a probe = {PROBE_FORWARDS} forwards; the sensitivity "
+                 "estimate once per model (cached); peak = the fullest device (RAM on the CPU).")
+    return "\n".join(lines)
+
+
+def plan_settings(settings: dict, machine: Machine | None = None,
+                  lm_eval: bool | None = None) -> list[Plan]:
+    """The plans of a notebook's settings (report.settings(): models, nsamples, seqlen,
+    probes, estimator, eval_windows, device, batch_size, zero-shot settings, dtype).
+    `lm_eval`: plan the lm-eval step (None: when the settings name zero-shot settings)."""
+    machine = machine or this_machine(settings.get("device"))
+    if lm_eval is False:
+        settings = {**settings, "zero_shot_settings": ()}
+    return [plan_model(spec, machine, settings.get("nsamples", 128), settings.get("seqlen", 2048),
+                       settings.get("dtype", "auto"), settings.get("probes", 200),
+                       settings.get("estimator", "hutchinson"), settings.get("eval_windows"),
+                       lm_eval_settings=settings.get("zero_shot_settings") or (),
+                       zero_shot_limit=settings.get("zero_shot_limit"),
+                       batch_size=settings.get("batch_size", 8))
+            for spec in settings["models"]]
+
+
+def show(settings: dict, machine: Machine | None = None, lm_eval: bool | None = None) -> list[Plan]:
+    """Print the plan of a notebook's settings (Markdown in a notebook); raise a UserError with
+    the fix when a model does not fit. Meant as a notebook's first cell at the paper preset:
+    `plan.show(s)` (s = report.settings(...); lm_eval=False where the notebook scores no
+    accuracy). `machine`: plan for other GPUs than this machine's (e.g. Machine(parse_gpus(
+    "8xA100-80GB")))."""
+    plans = plan_settings(settings, machine, lm_eval)
+    text = render(plans)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(text))
+        else:
+            print(text)
+    except ImportError:
+        print(text)
+    bad = [p for p in plans if not p.fits]
+    if bad:
+        raise UserError(bad[0].problem())
+    return plans
+
+
+# ---- placing a model ------------------------------------------------------------------------
+
+
+def hutchinson_placement(model: nn.Module, seqlen: int, device, machine: Machine | None = None,
+                         probe_batch: int = 1) -> dict:
+    """Where the Hutchinson estimate of `model` runs: {"devices": [...], "checkpointing"}, by
+    the same rule as plan_model's Hutchinson step; a UserError with the fix if it cannot."""
+    device = torch.device(device)
+    machine = machine or this_machine(device)
+    shape = shape_of(model.config)
+    dtype = next(model.parameters()).dtype
+    if device.type != "cuda":
+        e = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, probe_batch, False, 0)
+        if machine.host_bytes is not None and e["peak"] > machine.host_bytes:
+            raise UserError(f"the Hutchinson estimate needs {_gib(e['peak'])} of RAM on the CPU "
+                            f"({machine.host_bytes / GIB:.0f} GiB here): run it on GPUs "
+                            "(samrepro plan says how many)")
+        return {"devices": [str(device)], "checkpointing": False}
+    if not machine.gpus:
+        raise UserError(f"device {device} asked for, but no GPU is visible: use device cpu")
+    found = hutchinson_devices(shape, seqlen, dtype, machine, probe_batch)
+    if found is None:
+        usable = min(g.memory for g in machine.gpus)
+        need = _min_devices(lambda k: memory.hutchinson_device_peak(
+            shape, seqlen, dtype, k, probe_batch, False, CUDA_OVERHEAD)["peak"], usable)
+        raise UserError(f"the Hutchinson estimate needs {need} GPUs of {_gib(usable)}; "
+                        f"{len(machine.gpus)} visible: run on {need} GPUs, or run "
+                        "samrepro.distributed under torchrun where they are and then this "
+                        "with the same settings (it reads the estimate from the cache)")
+    n, ckpt, _ = found
+    first = device.index or 0
+    return {"devices": [f"cuda:{first + i}" for i in range(n)], "checkpointing": ckpt}
+
+
+def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
+    """An accelerate device_map splitting `model` by whole decoder layers over `devices`
+    (layer i on devices[i·k // layers]); what comes before the layers (embeddings) on the
+    first, what comes after (final norm, LM head) on the last, or with the embedding when
+    the LM head shares its weight."""
+    from .models import architecture
+
+    path = architecture(model).layers.split(".")
+    layers = model.get_submodule(".".join(path))
+    k, count = len(devices), len(layers)
+    out: dict[str, str] = {}
+    parent, prefix = model, ""
+    for depth, part in enumerate(path):
+        after = False
+        for child, _module in parent.named_children():
+            if child == part:
+                after = True
+                continue
+            out[prefix + child] = str(devices[-1] if after else devices[0])
+        parent, prefix = getattr(parent, part), prefix + part + "."
+    for i in range(count):
+        out[f"{prefix}{i}"] = str(devices[i * k // count])
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is model.get_input_embeddings().weight:
+        for name, module in model.named_modules():
+            if module is head and name in out:
+                out[name] = str(devices[0])
+    return out
+
+
+@contextlib.contextmanager
+def placed(model: nn.Module, placement: dict):
+    """Within the block `model` is where `placement` says ({"devices": [...],
+    "checkpointing": bool}): on its one device, or split over several by shard_map with
+    accelerate's hooks; afterwards it is back where it was, hooks removed."""
+    from .sensitivity import layer_checkpointing
+
+    devices = placement["devices"]
+    home = next(model.parameters()).device
+    sharded = len(devices) > 1
+    if sharded:
+        from accelerate import dispatch_model
+
+        dispatch_model(model, device_map=shard_map(model, devices))
+    else:
+        model.to(devices[0])
+    try:
+        with layer_checkpointing(model, placement.get("checkpointing", False)):
+            yield model
+    finally:
+        if sharded:
+            from accelerate.hooks import remove_hook_from_module
+
+            remove_hook_from_module(model, recurse=True)
+            if hasattr(model, "hf_device_map"):
+                del model.hf_device_map
+        model.to(home)
