@@ -184,6 +184,8 @@ def test_shard_map_puts_every_parameter_on_one_device_by_whole_layers(hub_id, de
     counts = [layer_devices.count(d) for d in names]
     assert max(counts) - min(counts) <= 1
     embed = [k for k in device_map if "embed_tokens" in k][0]
+    after = [k for k in device_map if k.endswith(("final_layer_norm", "project_out", ".norm"))]
+    assert after and all(device_map[k] == names[-1] for k in after)  # run after the layers
     tied = model.lm_head.weight is model.get_input_embeddings().weight  # OPT ties them
     assert device_map[embed] == names[0]
     assert device_map["lm_head"] == (names[0] if tied else names[-1])
