@@ -588,6 +588,33 @@ RUN_AFTER_LAYERS = ("norm", "final_layer_norm", "project_out", "lm_head")
 RUN_BEFORE_LAYERS = ("rotary_emb",)
 
 
+def inference_placement(model: nn.Module, seqlen: int, device,
+                        machine: Machine | None = None) -> dict:
+    """Where perplexity and lm-eval run `model`: its one device, or the fewest GPUs that hold
+    it split by whole layers (plan_model's perplexity step); a UserError if none do."""
+    device = torch.device(device)
+    machine = machine or this_machine(device)
+    if device.type != "cuda":
+        return {"devices": [str(device)]}
+    try:
+        shape = shape_of(model.config)
+    except UserError:
+        return {"devices": [str(device)]}
+    dtype = next(model.parameters()).dtype
+    usable = min(g.memory for g in machine.gpus) if machine.gpus else 0.0
+
+    def peak(k):
+        return memory.inference_device_peak(shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"]
+
+    n = _min_devices(peak, usable, len(machine.gpus))
+    if n is None:
+        need = _min_devices(peak, usable) if usable else None
+        raise UserError(f"the model needs {need} GPUs of {_gib(usable)} to be evaluated; "
+                        f"{len(machine.gpus)} visible: run on {need} GPUs")
+    first = device.index or 0
+    return {"devices": [f"cuda:{first + i}" for i in range(n)]}
+
+
 def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
     """An accelerate device_map splitting `model` by whole decoder layers over `devices`
     (layer i on devices[i·k // layers]); what runs before the layers (embeddings) on the

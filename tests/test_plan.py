@@ -96,13 +96,21 @@ def test_plan_works_from_a_folder_holding_only_config_json(tmp_path, capsys):
 
 
 def test_notebook_path_places_the_estimate_where_the_plan_does():
-    """experiments.sensitivity_for places the Hutchinson step by plan.hutchinson_placement:
-    on the real architectures it takes the GPUs the plan's Hutchinson step names, and it
-    refuses exactly where the plan says the step does not fit."""
+    """experiments.sensitivity_for places the Hutchinson step by plan.hutchinson_placement
+    (and evaluation is to use plan.inference_placement): on the real architectures each takes
+    the GPUs the plan's step names, and refuses exactly where the plan says the step does
+    not fit."""
     for hub_id, config in CONFIGS.items():
         model = meta_model(config)
         for machine in (A100, EIGHT):
             step = plan.plan_model(hub_id, machine, dtype="bfloat16").step("Hutchinson")
+            evaluation = plan.plan_model(hub_id, machine, dtype="bfloat16").step("perplexity")
+            if evaluation.fits:
+                placement = plan.inference_placement(model, 2048, "cuda", machine)
+                assert len(placement["devices"]) == evaluation.devices
+            else:
+                with pytest.raises(UserError, match=f"needs {evaluation.devices} GPUs"):
+                    plan.inference_placement(model, 2048, "cuda", machine)
             if step.fits:
                 placement = plan.hutchinson_placement(model, 2048, "cuda", machine)
                 assert len(placement["devices"]) == step.devices, (hub_id, machine.kind)
