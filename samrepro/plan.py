@@ -553,7 +553,10 @@ def hutchinson_placement(model: nn.Module, seqlen: int, device, machine: Machine
     the same rule as plan_model's Hutchinson step; a UserError with the fix if it cannot."""
     device = torch.device(device)
     machine = machine or this_machine(device)
-    shape = shape_of(model.config)
+    try:
+        shape = shape_of(model.config)
+    except UserError:  # a family the memory model does not know (Baichuan): its one device
+        return {"devices": [str(device)], "checkpointing": False}
     dtype = next(model.parameters()).dtype
     if device.type != "cuda":
         e = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, probe_batch, False, 0)
@@ -578,11 +581,45 @@ def hutchinson_placement(model: nn.Module, seqlen: int, device, machine: Machine
     return {"devices": [f"cuda:{first + i}" for i in range(n)], "checkpointing": ckpt}
 
 
+# Modules outside the decoder layers that run after them although some models register them
+# before (OPT's final_layer_norm and project_out), and ones that run before them although
+# registered after (LLaMA's rotary embedding).
+RUN_AFTER_LAYERS = ("norm", "final_layer_norm", "project_out", "lm_head")
+RUN_BEFORE_LAYERS = ("rotary_emb",)
+
+
+def inference_placement(model: nn.Module, seqlen: int, device,
+                        machine: Machine | None = None) -> dict:
+    """Where perplexity and lm-eval run `model`: its one device, or the fewest GPUs that hold
+    it split by whole layers (plan_model's perplexity step); a UserError if none do."""
+    device = torch.device(device)
+    machine = machine or this_machine(device)
+    if device.type != "cuda":
+        return {"devices": [str(device)]}
+    try:
+        shape = shape_of(model.config)
+    except UserError:
+        return {"devices": [str(device)]}
+    dtype = next(model.parameters()).dtype
+    usable = min(g.memory for g in machine.gpus) if machine.gpus else 0.0
+
+    def peak(k):
+        return memory.inference_device_peak(shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"]
+
+    n = _min_devices(peak, usable, len(machine.gpus))
+    if n is None:
+        need = _min_devices(peak, usable) if usable else None
+        raise UserError(f"the model needs {need} GPUs of {_gib(usable)} to be evaluated; "
+                        f"{len(machine.gpus)} visible: run on {need} GPUs")
+    first = device.index or 0
+    return {"devices": [f"cuda:{first + i}" for i in range(n)]}
+
+
 def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
     """An accelerate device_map splitting `model` by whole decoder layers over `devices`
-    (layer i on devices[i·k // layers]); what comes before the layers (embeddings) on the
-    first, what comes after (final norm, LM head) on the last, or with the embedding when
-    the LM head shares its weight."""
+    (layer i on devices[i·k // layers]); what runs before the layers (embeddings) on the
+    first, what runs after (final norm, LM head) on the last, or the LM head with the
+    embedding when it shares its weight."""
     from .models import architecture
 
     path = architecture(model).layers.split(".")
@@ -596,7 +633,8 @@ def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
             if child == part:
                 after = True
                 continue
-            out[prefix + child] = str(devices[-1] if after else devices[0])
+            late = (after or child in RUN_AFTER_LAYERS) and child not in RUN_BEFORE_LAYERS
+            out[prefix + child] = str(devices[-1] if late else devices[0])
         parent, prefix = getattr(parent, part), prefix + part + "."
     for i in range(count):
         out[f"{prefix}{i}"] = str(devices[i * k // count])

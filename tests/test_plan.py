@@ -96,13 +96,21 @@ def test_plan_works_from_a_folder_holding_only_config_json(tmp_path, capsys):
 
 
 def test_notebook_path_places_the_estimate_where_the_plan_does():
-    """experiments.sensitivity_for places the Hutchinson step by plan.hutchinson_placement:
-    on the real architectures it takes the GPUs the plan's Hutchinson step names, and it
-    refuses exactly where the plan says the step does not fit."""
+    """experiments.sensitivity_for places the Hutchinson step by plan.hutchinson_placement
+    (and evaluation is to use plan.inference_placement): on the real architectures each takes
+    the GPUs the plan's step names, and refuses exactly where the plan says the step does
+    not fit."""
     for hub_id, config in CONFIGS.items():
         model = meta_model(config)
         for machine in (A100, EIGHT):
             step = plan.plan_model(hub_id, machine, dtype="bfloat16").step("Hutchinson")
+            evaluation = plan.plan_model(hub_id, machine, dtype="bfloat16").step("perplexity")
+            if evaluation.fits:
+                placement = plan.inference_placement(model, 2048, "cuda", machine)
+                assert len(placement["devices"]) == evaluation.devices
+            else:
+                with pytest.raises(UserError, match=f"needs {evaluation.devices} GPUs"):
+                    plan.inference_placement(model, 2048, "cuda", machine)
             if step.fits:
                 placement = plan.hutchinson_placement(model, 2048, "cuda", machine)
                 assert len(placement["devices"]) == step.devices, (hub_id, machine.kind)
@@ -184,6 +192,8 @@ def test_shard_map_puts_every_parameter_on_one_device_by_whole_layers(hub_id, de
     counts = [layer_devices.count(d) for d in names]
     assert max(counts) - min(counts) <= 1
     embed = [k for k in device_map if "embed_tokens" in k][0]
+    after = [k for k in device_map if k.endswith(("final_layer_norm", "project_out", ".norm"))]
+    assert after and all(device_map[k] == names[-1] for k in after)  # run after the layers
     tied = model.lm_head.weight is model.get_input_embeddings().weight  # OPT ties them
     assert device_map[embed] == names[0]
     assert device_map["lm_head"] == (names[0] if tied else names[-1])
