@@ -44,8 +44,8 @@ def results_dir() -> Path:
     return checkout / "results" if (checkout / "pyproject.toml").exists() else Path("results")
 
 
-DEGENERATE = 1e4  # perplexities this large come from near-random weights ...
-DEGENERATE_RTOL = 0.5  # ... whose rounding differs from one CPU to another by tens of %
+DEGENERATE = 1e4  # perplexities this large come from near-random weights (the cut model) ...
+DEGENERATE_RTOL = 0.5  # ... whose rounding moves them by up to 18% (1 vs 2 threads, table4)
 
 
 def _close(value: float, stored: float, rtol: float, atol: float) -> bool:
@@ -54,14 +54,17 @@ def _close(value: float, stored: float, rtol: float, atol: float) -> bool:
     return math.isclose(value, stored, rel_tol=rtol, abs_tol=max(atol, 1e-6))
 
 
-# Each table's tolerance (relative, absolute) for check_regression; tests/regression/README.md
-# gives the measured variation each one comes from.
-TOLERANCES = {"table3": (0.05, 5.0), "figure1": (0.5, 0.0), "figure2": (0.5, 0.0)}
-DEFAULT_TOLERANCE = (0.05, 0.0)
+# Each table's tolerance (relative, absolute) for check_regression: 3× the largest move that
+# benchmarks/regression_variation.py measured between 1 and 2 torch threads (another reduction
+# order in every matmul); tests/regression/README.md lists the measurements.
+TOLERANCES = {"figure1": (0.002, 0.0),  # traces: 6.6e-4 measured
+              "figure2": (0.008, 0.0),  # traces: 2.7e-3 measured
+              "table3": (0.05, 5.0)}  # accuracies on 2 documents: one flipped answer is 50 points
+DEFAULT_TOLERANCE = (0.011, 0.0)  # perplexities and their interval bounds: 3.6e-3 measured
 IGNORED_COLUMNS = ("stderr",)  # Hutchinson's standard errors: checked through the traces
 
 
-def check_regression(s: dict, name: str, table) -> str:
+def check_regression(s: dict, name: str, table, partial: bool = False) -> str:
     """At the smoke preset, compare `table`'s numbers with tests/regression/<name>.json.
 
     The test suite runs every notebook at smoke; this is what makes a silent change of the
@@ -69,6 +72,7 @@ def check_regression(s: dict, name: str, table) -> str:
     Values of DEGENERATE and more (the smoke models' broken perplexities, 1e8 and up) are
     compared at DEGENERATE_RTOL: CPUs round them differently. `atol` is for values near 0
     that a change of thread count moves (Table 3's accuracies of a broken smoke model, in %).
+    `partial`: the table holds only the first rows of the stored one (e.g. the first model's).
     """
     if s["preset"] != "smoke":
         return "regression check: only at the smoke preset"
@@ -85,7 +89,7 @@ def check_regression(s: dict, name: str, table) -> str:
         raise AssertionError(f"no stored values {path}: run the notebook at the smoke preset "
                              "with SAMREPRO_UPDATE_REGRESSION=1 once, and commit the file")
     stored = json.loads(path.read_text())
-    if set(stored) != set(numbers):
+    if not (set(numbers) <= set(stored) if partial else set(stored) == set(numbers)):
         raise AssertionError(f"{name}: the table's cells changed: {sorted(set(stored) ^ set(numbers))[:5]}")
     bad = [(k, stored[k], v) for k, v in numbers.items()
            if not _close(v, stored[k], rtol, atol)]

@@ -281,6 +281,14 @@ def figure1_claim(layers_by_model: dict[str, pd.DataFrame]) -> dict:
                    cells)
 
 
+def figure2(s: dict):
+    """Matrix sensitivity by type and layer (the paper's Figure 2): the per-matrix table of
+    every model and the C6 claim. Returns (df, claims, matrix tables by model)."""
+    matrices = {m: matrix_table(sensitivities(s, m)) for m in s["models"]}
+    df = pd.concat([d.assign(model=m) for m, d in matrices.items()], ignore_index=True)
+    return df, [figure2_claim(matrices)], matrices
+
+
 def figure2_claim(matrices_by_model: dict[str, pd.DataFrame]) -> dict:
     """C6: v_proj and down_proj (OPT: fc2) each above every other matrix type but the pair's
     other member, by the mean trace over layers and its standard error."""

@@ -37,9 +37,17 @@ def test_regression_check_fails_when_numbers_move(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMREPRO_UPDATE_REGRESSION", "1")
     report.check_regression(s, "t", df)
     monkeypatch.delenv("SAMREPRO_UPDATE_REGRESSION")
-    assert "within" in report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [10.3]}))
-    with pytest.raises(AssertionError, match="moved"):
-        report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [11.0]}))
+    assert "within" in report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [10.1]}))
+    with pytest.raises(AssertionError, match="moved"):  # beyond the default 1.1%
+        report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [10.2]}))
+    # a table holding the first rows only (partial) is compared on those
+    two = pd.DataFrame({"model": ["a", "b"], "ppl": [10.0, 20.0]})
+    monkeypatch.setenv("SAMREPRO_UPDATE_REGRESSION", "1")
+    report.check_regression(s, "two", two)
+    monkeypatch.delenv("SAMREPRO_UPDATE_REGRESSION")
+    with pytest.raises(AssertionError, match="cells changed"):
+        report.check_regression(s, "two", two.iloc[:1])
+    assert "within" in report.check_regression(s, "two", two.iloc[:1], partial=True)
     assert "only at the smoke" in report.check_regression({"preset": "embedded"}, "t", df)
 
     # a broken smoke model's perplexity (≥ 1e4) may move by tens of % across CPUs, not 3×
