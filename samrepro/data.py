@@ -287,6 +287,18 @@ def eval_stream(name: str, tokenizer, seqlen: int, folder=None) -> tuple[torch.T
     return ids, corpus
 
 
+_TRAIN_IDS: dict = {}
+
+
+def _train_ids(name: str, corpus, tokenizer) -> torch.Tensor:
+    """The joined train text tokenized, kept in memory: every seed and run of a notebook
+    samples its windows from the same stream (PTB train takes ~3 s to tokenize)."""
+    key = (name, corpus.source, corpus.sha256, tokenizer.name_or_path, len(tokenizer))
+    if key not in _TRAIN_IDS:
+        _TRAIN_IDS[key] = tokenize(tokenizer, corpus.text)
+    return _TRAIN_IDS[key]
+
+
 def calibration_windows(name: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0,
                         folder=None) -> tuple[torch.Tensor, Corpus]:
     """`nsamples` random windows of `seqlen` tokens from the train split (SparseGPT's sampling).
@@ -312,7 +324,7 @@ def calibration_windows(name: str, tokenizer, nsamples: int, seqlen: int, seed: 
             start = rng.randrange(ids.numel() - seqlen)
             windows.append(ids[start:start + seqlen])
     else:
-        ids = tokenize(tokenizer, corpus.text)
+        ids = _train_ids(name, corpus, tokenizer)
         if ids.numel() <= seqlen:
             raise UserError(f"{name} train has {ids.numel()} tokens, not more than seqlen={seqlen}")
         for _ in range(nsamples):
