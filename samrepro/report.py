@@ -145,21 +145,6 @@ def show_claims(claims: list[dict]) -> None:
                          + "  \n".join(c["evidence"])))
 
 
-def verdict(claim: str, statement: str, comparisons: list[tuple[bool, str]]) -> dict:
-    """'holds' if every comparison favours the paper, 'does not hold' if none, else 'partly'."""
-    wins = sum(ok for ok, _ in comparisons)
-    if not comparisons:
-        outcome = "not tested"
-    elif wins == len(comparisons):
-        outcome = "holds"
-    elif wins == 0:
-        outcome = "does not hold"
-    else:
-        outcome = f"partly ({wins} of {len(comparisons)})"
-    return {"claim": claim, "statement": statement, "verdict": outcome,
-            "evidence": [detail for _, detail in comparisons]}
-
-
 def _markdown(table) -> str:
     """The table in Markdown: a value with an interval reads `70.9 ± 1.1` (half the 95%
     interval's width), — marks cells not evaluated (NaN)."""

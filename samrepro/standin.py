@@ -29,7 +29,6 @@ import json
 import math
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
