@@ -168,3 +168,19 @@ def test_written_tables_mark_cells_not_evaluated(tmp_path):
     standin = next(line for line in md.splitlines() if "opt-ptb-standin" in line)
     assert not re.search(r"\bnan\b", md) and "—" in standin and "216.6" in standin
     assert json.loads((folder / "t.json").read_text())["rows"][0]["c4"] == 32.32
+
+
+def test_every_table_and_figure_notebook_plans_first_at_the_paper_preset():
+    """Issue 19: at the paper preset a notebook prints the plan (and refuses what cannot fit)
+    in its settings cell, before any run."""
+    import json
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "notebooks"
+    for path in sorted(folder.glob("*.ipynb")):
+        if path.stem == "walkthrough":
+            continue
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        settings_cell = next("".join(c["source"]) for c in cells
+                             if "report.settings(" in "".join(c["source"]))
+        assert 'if s["preset"] == "paper"' in settings_cell and "plan.show(s" in settings_cell, path.name
