@@ -117,7 +117,6 @@ def main():
     from samrepro.files import write_json, write_text
     from samrepro.memory import GIB, estimate_memory, shape_of
     from samrepro.models import load_model
-    from samrepro.plan import forward_flops, prune_flops
 
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     rows, started = [], time.perf_counter()

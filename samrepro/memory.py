@@ -381,7 +381,7 @@ def prune_flops(shape: Shape, tokens: int, seqlen: int) -> dict:
 def forward_flops(shape: Shape, tokens: int, seqlen: int) -> float:
     """FLOPs of one forward of the whole model over `tokens` tokens in windows of `seqlen`."""
     per_layer = 2 * sum(o * i for o, i in shape.matrices()) * tokens + 2 * tokens * seqlen * shape.hidden
-    return shape.layers * per_layer + 2 * shape.vocab * shape.hidden * tokens
+    return shape.layers * per_layer + 2 * shape.vocab * shape.embedding_dim * tokens  # the LM head
 
 
 def estimate_time(config, nsamples: int = 128, seqlen: int = 2048, gpu: dict = A100,

@@ -241,26 +241,6 @@ C4_WINDOWS = 256
 LM_EVAL_TOKENS = {"zero-shot": 5.4e6, "leaderboard": 45e6}  # the leaderboard's extra shots
 
 
-def forward_flops(shape, tokens: int, seqlen: int) -> float:
-    """One forward over `tokens` tokens in windows of `seqlen` (matmuls, causal attention)."""
-    per_layer = 2 * sum(o * i for o, i in shape.matrices()) * tokens + \
-        2 * tokens * seqlen * shape.hidden
-    return shape.layers * per_layer + 2 * shape.vocab * shape.embedding_dim * tokens
-
-
-def prune_flops(shape, tokens: int, seqlen: int) -> dict:
-    """FLOPs of one pruning pass (METHOD.md §1): two forwards of every layer over the
-    calibration tokens, the Hessians 2XXᵀ/n, and the solver (Cholesky/inverse ~ 2·in³ and the
-    OBS updates 2·rows·in² per group); and the solver's column steps."""
-    weights = sum(o * i for o, i in shape.matrices())
-    forward = 2 * (2 * weights * tokens + 2 * tokens * seqlen * shape.hidden)
-    hessian = sum(2 * tokens * n * n for _, n in shape.hessian_groups())
-    solver = sum(2 * rows * n * n + 2 * n ** 3 for rows, n in shape.hessian_groups())
-    columns = sum(n for _, n in shape.hessian_groups())
-    return {"forward": shape.layers * forward, "hessian": shape.layers * hessian,
-            "solver": shape.layers * solver, "columns": shape.layers * columns}
-
-
 def _rates(machine: Machine) -> tuple[float, float, float]:
     """(FLOP/s in the model's dtype, FLOP/s in fp32, seconds per solver column)."""
     if not machine.gpus:
@@ -373,7 +353,7 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
     # the layer-by-layer pass: calibration forwards, then Hessians and the solver
     tokens = nsamples * seqlen
     parts = memory.pruning_parts(shape, nsamples, seqlen, dtype, batch_size)
-    flops = prune_flops(shape, tokens, seqlen)
+    flops = memory.prune_flops(shape, tokens, seqlen)
     work = memory.pruning_work(shape, nsamples, seqlen, dtype, batch_size)
     forward_work, solver_work = work["forward"], work["solver"]
     base = parts["layer_weights"] + parts["batch_io"] + parts["hessians"]
@@ -405,7 +385,7 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
     if estimator in ("hutchinson", "fisher"):
         name = "Hutchinson" if estimator == "hutchinson" else "Fisher"
         passes = PROBE_FORWARDS * probes if estimator == "hutchinson" else 3 * nsamples
-        seconds = passes * forward_flops(shape, seqlen, seqlen) / r16
+        seconds = passes * memory.forward_flops(shape, seqlen, seqlen) / r16
         if on_gpu:
             found = hutchinson_devices(shape, seqlen, dtype, machine)
             if found:
@@ -444,7 +424,7 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
     if zero_shot_limit:
         lm_tokens *= min(1.0, zero_shot_limit / 1000)  # ~1000+ documents a task
     for name, seconds, active in (
-            ("perplexity", windows * forward_flops(shape, seqlen, seqlen) / r16, bool(windows)),
+            ("perplexity", windows * memory.forward_flops(shape, seqlen, seqlen) / r16, bool(windows)),
             ("lm-eval", 2 * shape.parameters() * lm_tokens / r16, bool(lm_tokens))):
         if not active:
             continue
