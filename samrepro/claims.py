@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .stats import decide, mean_interval, relative_change, summarize
+from .stats import average_interval, decide, mean_interval, relative_change, summarize
 
 Z95 = 1.959963984540054  # normal quantile for intervals built from standard errors
 
@@ -85,12 +85,19 @@ def above_all(value: float, stderr: float, others: dict[str, tuple[float, float]
                     f"undecided {len(outcomes) - above - below} of {len(outcomes)}: {outcome}"}
 
 
-def higher_accuracy(ours: float, ours_se: float, base: float, base_se: float,
-                    label: str) -> dict:
-    """T3 on one model and setting: the method's average accuracy above SparseGPT's, with a
-    95% interval from the two standard errors (documents)."""
-    diff = ours - base
-    half = Z95 * math.hypot(ours_se, base_se)
-    outcome = decide(-diff - half, -diff + half)
-    return {"outcome": outcome, "difference": diff, "low": diff - half, "high": diff + half,
-            "text": f"{label}: {diff:+.1f} points [{diff - half:+.1f}, {diff + half:+.1f}]: {outcome}"}
+def document_scores(results: list[dict], setting: str, task: str) -> np.ndarray:
+    """Seeds × documents headline accuracy of one arm on one task, in points (0–100)."""
+    return 100 * np.array([r["accuracy"][setting][task]["per_document"] for r in results])
+
+
+def higher_accuracy(ours: list[dict], base: list[dict], setting: str, tasks, label: str) -> dict:
+    """T3 on one model and setting: the method's average accuracy over `tasks` above the
+    baseline's. Paired per seed and document (same calibration seeds, same documents): each
+    task gives a seeds × documents array of score differences, and the average over tasks
+    gets its interval from stats.average_interval; in points, claimed above 0."""
+    diff = average_interval([document_scores(ours, setting, t) - document_scores(base, setting, t)
+                             for t in tasks])
+    outcome = decide(-diff.high, -diff.low)
+    return {"outcome": outcome, "difference": diff.estimate, "low": diff.low, "high": diff.high,
+            "text": f"{label}: {diff.estimate:+.1f} points [{diff.low:+.1f}, {diff.high:+.1f}] "
+                    f"({diff.seeds} seeds × {diff.windows} documents, paired): {outcome}"}

@@ -110,7 +110,9 @@ def zero_shot(model: nn.Module, tokenizer, tasks=TASKS, settings=("zero-shot",),
     HellaSwag 10-shot, TruthfulQA 0-shot, PIQA 0-shot); a task scored with the same shots
     in both is scored once. `limit` keeps the first N documents of each task (CPU presets).
     Returns {setting: {task: {"metric", "value", "stderr", "shots", "documents",
-    "metrics": {name: value}, "source"}}}, accuracies in [0, 1].
+    "per_document", "metrics": {name: value}, "source"}}}, accuracies in [0, 1];
+    `per_document` is the headline metric of each document in document order, which pairs
+    two models' scores document by document (Table 3's intervals, samrepro.claims).
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -129,7 +131,7 @@ def zero_shot(model: nn.Module, tokenizer, tasks=TASKS, settings=("zero-shot",),
                 name = f"samrepro_{task}" if source == "local" else task
                 out = lm_eval.simple_evaluate(
                     model=lm, tasks=[name], num_fewshot=shots, limit=limit,
-                    task_manager=manager, log_samples=False,
+                    task_manager=manager, log_samples=True,
                     bootstrap_iters=1000)  # > 0 for stderrs (analytic for means)
                 scored[task, shots] = _summary(task, name, out, source)
             results.setdefault(setting, {})[task] = scored[task, shots]
@@ -142,7 +144,9 @@ def _summary(task: str, name: str, out: dict, source: str) -> dict:
                if key.endswith(",none") and "_stderr" not in key}
     metric = HEADLINE[task]
     stderr = scores.get(f"{metric}_stderr,none")
+    documents = sorted(out["samples"][name], key=lambda sample: sample["doc_id"])
     return {"metric": metric, "value": metrics[metric],
             "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
             "shots": out["n-shot"][name], "documents": out["n-samples"][name]["effective"],
+            "per_document": [float(sample[metric]) for sample in documents],
             "metrics": metrics, "source": f"{source}:{name}"}

@@ -41,20 +41,33 @@ class Interval:
 
 def mean_interval(d, level: float = LEVEL) -> Interval:
     """Interval of the grand mean of a seeds × windows array (see the module docstring)."""
+    return average_interval([d], level)
+
+
+def average_interval(parts, level: float = LEVEL) -> Interval:
+    """Interval of the average over `parts` (e.g. Table 3's four tasks) of each part's grand
+    mean; each part is a seeds × units array over the same seeds (units: windows, documents).
+
+    The seed component is taken from the per-seed averages over all parts, since one seed's
+    pruned model moves every part at once; the unit components add up part by part, each
+    weighted 1/T² (T parts). With one part this is the module docstring's interval."""
     from scipy.stats import t
 
-    d = np.asarray(d, dtype=float)
-    if d.ndim != 2 or d.shape[1] < 2:
-        raise ValueError(f"need a seeds × windows array with ≥ 2 windows, got shape {d.shape}")
-    seeds, windows = d.shape
-    seed_part = d.mean(1).var(ddof=1) / seeds if seeds > 1 else 0.0
-    window_part = d.mean(0).var(ddof=1) / windows
-    se = math.sqrt(seed_part + window_part)
-    denominator = (seed_part**2 / (seeds - 1) if seeds > 1 else 0.0) + window_part**2 / (windows - 1)
-    df = (seed_part + window_part) ** 2 / denominator if denominator > 0 else float("inf")
-    half = float(t.ppf((1 + level) / 2, df)) * se if se > 0 else 0.0
-    m = float(d.mean())
-    return Interval(m, m - half, m + half, seeds, windows)
+    parts = [np.asarray(p, dtype=float) for p in parts]
+    if not parts or any(p.ndim != 2 or p.shape[1] < 2 or p.shape[0] != parts[0].shape[0]
+                        for p in parts):
+        raise ValueError("need seeds × units arrays with the same seeds and ≥ 2 units each, "
+                         f"got shapes {[p.shape for p in parts]}")
+    seeds, count = parts[0].shape[0], len(parts)
+    per_seed = np.mean([p.mean(1) for p in parts], axis=0)
+    components = [(per_seed.var(ddof=1) / seeds if seeds > 1 else 0.0, seeds - 1)]
+    components += [(p.mean(0).var(ddof=1) / p.shape[1] / count**2, p.shape[1] - 1) for p in parts]
+    variance = sum(v for v, _ in components)
+    denominator = sum(v**2 / df for v, df in components if df > 0)
+    df = variance**2 / denominator if denominator > 0 else float("inf")
+    half = float(t.ppf((1 + level) / 2, df)) * math.sqrt(variance) if variance > 0 else 0.0
+    m = float(per_seed.mean())
+    return Interval(m, m - half, m + half, seeds, sum(p.shape[1] for p in parts))
 
 
 def relative_change(nll_a, nll_b, level: float = LEVEL) -> Interval:

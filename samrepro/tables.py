@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from .allocation import ALLOCATIONS, layer_of
-from .claims import (above_all, growing_gain, higher_accuracy, lower_perplexity, verdict,
-                     window_nll)
+from .claims import (above_all, document_scores, growing_gain, higher_accuracy,
+                     lower_perplexity, verdict, window_nll)
 from .data import calibration_windows
 from .errors import UserError
 from .experiments import default_device, load, sensitivity_for, traces
 from .report import config, paper_reference, run_all
 from .sensitivity import layer_sensitivity, spearman
-from .stats import perplexity_interval
+from .stats import average_interval, mean_interval, perplexity_interval
 
 PPL = ("wikitext2", "ptb", "c4")
 
@@ -119,8 +119,12 @@ ACCURACY = {"arc_challenge": "arc", "hellaswag": "hellaswag", "truthfulqa_mc2": 
 def table3(s: dict):
     """Accuracy (%) of dense, SparseGPT and the method (ISC + exact allocation) at the first
     sparsity, in the preset's settings (docs/method.md §6: the paper's dense rows are the
-    leaderboard's), on the first `zero_shot_limit` documents of each task, averaged over the
-    seeds, with standard errors over documents."""
+    leaderboard's), on the first `zero_shot_limit` documents of each task: the mean over seeds
+    and documents with its 95% interval (`<task>_low`, `<task>_high`; the average over the
+    four tasks likewise). T3 pairs the arms per seed and document (claims.higher_accuracy)."""
+    if s["zero_shot_limit"] is not None and s["zero_shot_limit"] < 2:
+        raise UserError(f"Table 3's intervals need at least 2 documents a task, got "
+                        f"zero_shot_limit={s['zero_shot_limit']}: set 2 or more (None: all)")
     p = s["sparsities"][0]
     methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
@@ -133,25 +137,16 @@ def table3(s: dict):
         for setting in settings:
             row = {"model": m, "method": name, "setting": setting, "seeds": len(results),
                    "achieved_sparsity": round(float(np.mean([r["achieved_sparsity"] for r in results])), 4)}
-            for task, column in ACCURACY.items():
-                scores = [r["accuracy"][setting][task] for r in results]
-                row[column] = 100 * float(np.mean([x["value"] for x in scores]))
-                # the seeds score the same documents: their errors are not independent
-                row[f"{column}_se"] = 100 * float(np.mean([x["stderr"] or 0.0 for x in scores]))
-            row["avg"] = sum(row[c] for c in ACCURACY.values()) / len(ACCURACY)
-            row["avg_se"] = math.sqrt(sum(row[f"{c}_se"] ** 2 for c in ACCURACY.values())) / len(ACCURACY)
-            row["documents"] = min(r["accuracy"][setting][t]["documents"] for r in results
-                                   for t in ACCURACY)
+            scores = {task: document_scores(results, setting, task) for task in ACCURACY}
+            for column, i in [*((ACCURACY[t], mean_interval(x)) for t, x in scores.items()),
+                              ("avg", average_interval(list(scores.values())))]:
+                row.update({column: i.estimate, f"{column}_low": i.low, f"{column}_high": i.high})
+            row["documents"] = min(x.shape[1] for x in scores.values())
             rows.append(row)
     df = pd.DataFrame(rows)
-    cells = []
-    for m in s["models"]:
-        for setting in settings:
-            at = df[(df.model == m) & (df.setting == setting)].set_index("method")
-            ours, base = at.loc["ours-exact"], at.loc["sparsegpt"]
-            cells.append(higher_accuracy(ours["avg"], ours["avg_se"], base["avg"], base["avg_se"],
-                                         f"{m} {setting}: average {ours['avg']:.1f} vs SparseGPT "
-                                         f"{base['avg']:.1f} ({int(ours['documents'])} documents a task)"))
+    cells = [higher_accuracy(arms[(m, "ours-exact")], arms[(m, "sparsegpt")], setting, ACCURACY,
+                             f"{m} {setting}: ours-exact vs SparseGPT, average of the four tasks")
+             for m in s["models"] for setting in settings]
     claims = [verdict("T3", "the method keeps more accuracy than SparseGPT (average of the "
                             "four tasks)", cells)]
     return df, claims, _paper("table3")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from samrepro.stats import decide, mean_interval, relative_change, summarize
+from samrepro.stats import average_interval, decide, mean_interval, relative_change, summarize
 
 
 def crossed(rng, mean, seeds=3, windows=16, seed_sd=0.02, window_sd=0.03, noise_sd=0.01):
@@ -69,3 +69,31 @@ def test_summary_counts_the_three_outcomes():
     assert text == "holds 2, fails 1, inconclusive 1"
     assert counts == {"holds": 2, "fails": 1, "inconclusive": 1}
     assert summarize([])[0] == "not tested"
+
+
+def test_an_average_over_parts_weighs_each_part_equally_whatever_its_size():
+    """Table 3's average: the mean of the four tasks' means, not the mean of all documents."""
+    one = np.ones((3, 2))    # a task of 2 documents, all 1
+    none = np.zeros((3, 6))  # a task of 6 documents, all 0
+    assert average_interval([one, none]).estimate == pytest.approx(0.5)
+    assert average_interval([one, none]).windows == 8
+
+
+def test_an_average_over_parts_with_a_shared_seed_effect_covers_near_95_percent():
+    """Parts of different sizes, one seed effect shared by all parts (one pruned model moves
+    every task), per-part unit effects: the interval of the average covers its true value."""
+    rng = np.random.default_rng(11)
+    means, units = [0.02, -0.01, 0.0, 0.05], [10, 6, 14, 10]
+    truth, hits, draws = float(np.mean(means)), 0, 2000
+    for _ in range(draws):
+        seed_effect = rng.normal(0, 0.02, (3, 1))
+        parts = [m + seed_effect + rng.normal(0, 0.1, (1, n)) + rng.normal(0, 0.05, (3, n))
+                 for m, n in zip(means, units)]
+        i = average_interval(parts)
+        hits += i.low <= truth <= i.high
+    assert 0.93 <= hits / draws <= 0.99, hits / draws
+
+
+def test_parts_must_share_their_seeds():
+    with pytest.raises(ValueError, match="same seeds"):
+        average_interval([np.zeros((3, 4)), np.zeros((2, 4))])

@@ -125,7 +125,7 @@ def test_local_task_accuracy_equals_the_direct_loglikelihood_comparison(task, da
                     data_dir=data_dir)["zero-shot"][task]
     assert got["documents"] == LIMIT and got["shots"] == 0
 
-    acc, acc_norm, mc2 = [], [], []
+    acc, acc_norm, mc2 = [], [], []  # per document, in document order
     for context, choices, gold in _docs(task, data_dir):
         lls = [_loglikelihood(model, tokenizer, context, " " + choice) for choice in choices]
         if task == "truthfulqa_mc2":
@@ -141,6 +141,8 @@ def test_local_task_accuracy_equals_the_direct_loglikelihood_comparison(task, da
         assert got["metrics"]["acc"] == pytest.approx(sum(acc) / LIMIT)
         assert got["metrics"]["acc_norm"] == pytest.approx(sum(acc_norm) / LIMIT)
     assert got["value"] == got["metrics"][got["metric"]]
+    headline = mc2 if task == "truthfulqa_mc2" else {"acc": acc, "acc_norm": acc_norm}[got["metric"]]
+    assert got["per_document"] == pytest.approx(headline, abs=1e-6)  # document by document
 
 
 def test_leaderboard_setting_gives_arc_its_25_shots_and_shares_0_shot_scores(data_dir):
