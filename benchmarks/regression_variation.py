@@ -23,10 +23,10 @@ def compute(tables: list[str], threads: int, out: Path) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from samrepro import report
+    from samrepro import report, settings
     from samrepro import tables as builders
 
-    s = report.settings("smoke", output_dir=str(out.parent / "results"))
+    s = settings.settings("smoke", output_dir=str(out.parent / "results"))
     found = {}
     for name in tables:
         df = getattr(builders, name)(s)[0]

@@ -24,26 +24,76 @@ Controls (docs/method.md §4), which need no sensitivity:
 - `random`: Algorithm 1's schedule on a random ranking drawn from `seed` (a placebo);
 - `depth`: Algorithm 1 over decoder layers ranked by depth alone (the first layer keeps most).
 Both are shifted like `exact`, so that their overall sparsity is p.
+
+Also here: α's default and range (default_alpha, check_alpha), and the noise floor that turns
+an estimate into the values the allocation ranks (traces, floored: a negative Hutchinson trace
+within NOISE_FLOOR standard errors of 0 counts as 0).
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 
 from .errors import UserError, check_sparsity
+from .models import layer_of
 
 ALLOCATIONS = ("uniform", "paper", "exact", "layer", "owl", "paper-code", "random", "depth")
 CONTROLS = ("random", "depth")  # allocations that read no sensitivity
+WITHOUT_ALPHA = ("uniform", "paper-code")  # allocations in which α plays no part
+
+ALPHA = 0.1  # the paper's α: every matrix's sparsity within p ± α
+OWL_LAMBDA = 0.08  # OWL's λ, the α of the `owl` allocation
 
 
-def layer_of(name: str) -> str:
-    """'model.layers.3.mlp.down_proj' → 'model.layers.3' (the decoder layer holding a matrix)."""
-    match = re.match(r"^(.*?\.\d+)\.", name)
-    if not match:
-        raise UserError(f"cannot tell the decoder layer of matrix {name!r}")
-    return match.group(1)
+def default_alpha(method: str) -> float:
+    """α when none is given: the paper's 0.1, or OWL's λ = 0.08 for `owl`."""
+    return OWL_LAMBDA if method == "owl" else ALPHA
+
+
+def check_alpha(alpha, sparsity: float, method: str, flag: str = "alpha") -> float:
+    """Return `alpha` as a float, or raise: a number in [0, 1), and for an allocation that uses
+    it one whose range [p − α, p + α] lies in [0, 1). `flag` names it in the message."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or math.isnan(alpha) \
+            or not 0 <= alpha < 1:
+        raise UserError(f"{flag} must be in [0, 1) (the paper uses {ALPHA}), got {alpha!r}")
+    p = check_sparsity(sparsity)
+    if method not in WITHOUT_ALPHA and (p - alpha < 0 or p + alpha >= 1):
+        raise UserError(f"{flag}={alpha} is too wide for sparsity {p}: the range "
+                        f"[{p - alpha:.3g}, {p + alpha:.3g}] must lie in [0, 1); use {flag} ≤ "
+                        f"{min(p, 1 - p):.3g}")
+    return float(alpha)
+
+
+# ---- sensitivity estimates → the values the allocation ranks ---------------------------------
+
+NOISE_FLOOR = 3.0  # standard errors
+
+
+def _noise_below_zero(entry: dict) -> bool:
+    stderr = entry.get("stderr")
+    return entry["trace"] < 0 and stderr is not None and -entry["trace"] <= NOISE_FLOOR * stderr
+
+
+def traces(result: dict) -> dict[str, float]:
+    """{matrix name: sensitivity value} from an estimate (experiments.estimate_sensitivity,
+    `samrepro sensitivity --json`).
+
+    A Hutchinson estimate below zero but within NOISE_FLOOR standard errors of it is noise
+    around a trace near 0: it counts as 0 (and is listed by floored(), which every run
+    records, so the floor is never silent). One further below zero is kept, and allocate()
+    refuses it.
+    """
+    return {name: 0.0 if _noise_below_zero(entry) else entry["trace"]
+            for name, entry in result["matrices"].items()}
+
+
+def floored(result: dict) -> list[str]:
+    """The matrices whose negative estimate traces() counts as 0."""
+    return [name for name, entry in result["matrices"].items() if _noise_below_zero(entry)]
+
+
+# ---- the allocations -------------------------------------------------------------------------
 
 
 def overall_sparsity(sparsities: dict[str, float], sizes: dict[str, int]) -> float:
@@ -58,14 +108,9 @@ def _check(sensitivity, sizes, sparsity, alpha, method):
     if method == "paper-code" and p >= 0.8:
         raise UserError(f"the authors' code allocation (paper-code) gives the most sensitive "
                         f"matrix density 2(1 − p) − 0.4 ≤ 0 at p = {p}: use p < 0.8")
-    if method in ("uniform", "paper-code"):
+    if method in WITHOUT_ALPHA:
         return p
-    if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha < 0:
-        raise UserError(f"alpha must be a number ≥ 0, got {alpha!r}")
-    if p - alpha < 0 or p + alpha >= 1:
-        raise UserError(f"alpha={alpha} is too wide for sparsity {p}: the range "
-                        f"[{p - alpha:.3g}, {p + alpha:.3g}] must lie in [0, 1); use alpha ≤ "
-                        f"{min(p, 1 - p):.3g}")
+    check_alpha(alpha, p, method)
     if method in CONTROLS:
         return p
     missing = [name for name in sizes if name not in sensitivity]

@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .allocation import ALLOCATIONS
+from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, check_alpha, default_alpha, traces
 from .data import DATASETS, calibration_windows
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
 from .errors import UserError, check_sparsity
-from .hardware import DTYPES
-from .experiments import (SAVE_MARK, RunConfig, default_device, load,
-                          prune_and_evaluate, sensitivity_for, traces, versions)
+from .hardware import DTYPES, default_device
+from .experiments import SAVE_MARK, RunConfig, load, prune_and_evaluate, sensitivity_for
 from .files import write_json
 from .models import default_calibration, default_evaluation, default_seqlen
+from .provenance import versions
 from .sensitivity import ESTIMATORS, layer_sensitivity
 from .solver import SALIENCIES, check_args
 
@@ -167,7 +167,8 @@ def _pruning(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocation", choices=ALLOCATIONS, default="uniform",
                    help="per-matrix sparsities (docs/method.md §4)")
     p.add_argument("--alpha", type=float, default=None,
-                   help="half-width of the sparsity range (default 0.1; OWL's lambda 0.08 for owl)")
+                   help=f"half-width of the sparsity range (default {ALPHA}; OWL's lambda {OWL_LAMBDA} "
+                        "for owl)")
     _estimation(p)
     p.add_argument("--sensitivity", default=None, metavar="FILE",
                    help="use the sensitivities in this JSON (from `samrepro sensitivity`)")
@@ -231,9 +232,8 @@ def _check_prune_args(args) -> tuple[float, int, int]:
         raise UserError(f"--nm {prune_n}:{prune_m} means sparsity {prune_n / prune_m}, "
                         f"but --sparsity is {sparsity}: drop --sparsity or make them agree")
     if args.alpha is None:
-        args.alpha = 0.08 if args.allocation == "owl" else 0.1
-    if not 0 <= args.alpha < 1:
-        raise UserError(f"--alpha must be in [0, 1) (the paper uses 0.1), got {args.alpha}")
+        args.alpha = default_alpha(args.allocation)
+    check_alpha(args.alpha, sparsity, args.allocation, "--alpha")
     if args.allocation != "uniform" and args.nm:
         raise UserError("--nm fixes N of every M weights: it cannot be combined with a mixed "
                         "--allocation; use --allocation uniform")

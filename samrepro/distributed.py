@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     summary and writes --json."""
     from .cli import _check_common_args, _config, _sensitivity_summary
     from .data import calibration_windows
-    from .experiments import load, sensitivity_for, traces, versions
+    from .allocation import traces
+    from .experiments import load, sensitivity_for
     from .files import write_json
+    from .provenance import versions
     from .sensitivity import layer_sensitivity
 
     args = build_parser().parse_args(argv)

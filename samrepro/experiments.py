@@ -2,6 +2,9 @@
 
 The CLI and the notebooks go through `prune_and_evaluate` (one run) and `run` (the same,
 cached on disk so that a re-run or an interrupted notebook picks up where it stopped).
+A run is a sequence of named steps, each a short function below, in the order it runs them:
+load, record (the dense model's provenance), calibrate, estimate, allocate_sparsities,
+prune, save_pruned, evaluate_model.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .allocation import CONTROLS, allocate, overall_sparsity
+from .allocation import CONTROLS, allocate, default_alpha, floored, overall_sparsity, traces
 from .cache import cached, digest
 from .data import calibration_windows, eval_stream
 from .data import data_dir as local_data_dir
@@ -25,6 +28,7 @@ from .files import save_model
 from .hardware import DTYPES, default_device, machine, resolve_dtype
 from .models import count_zeros, load_model, prunable_linears, weights_fingerprint
 from .pipeline import layer_hessian_diagonals, prune_model
+from .plan import hutchinson_placement, placed
 from .provenance import (code_hash, git_commit, model_provenance, versions,
                          warn_if_versions_differ, weights_sha256)
 from .resume import RunCheckpoint
@@ -38,7 +42,7 @@ class RunConfig:
     sparsity: float = 0.5
     saliency: str = "obs"
     allocation: str = "uniform"
-    alpha: float | None = None  # None: 0.1, or OWL's λ = 0.08 for `owl`
+    alpha: float | None = None  # None: allocation.default_alpha (0.1; OWL's λ 0.08 for owl)
     estimator: str = "hutchinson"
     nm: tuple[int, int] | None = None
     wbits: int = 16
@@ -65,8 +69,7 @@ class RunConfig:
 
     @property
     def resolved_alpha(self) -> float:
-        return self.alpha if self.alpha is not None else (
-            0.08 if self.allocation == "owl" else 0.1)
+        return self.alpha if self.alpha is not None else default_alpha(self.allocation)
 
     def key(self) -> dict:
         data = asdict(self)
@@ -86,12 +89,13 @@ def on_device(config: RunConfig, device) -> RunConfig:
 
 
 def load(config: RunConfig, device: torch.device):
+    """Step 1: the model (in the config's dtype for `device`) and its tokenizer."""
     dtype = DTYPES[resolve_dtype(config.dtype, device)]
     model, tokenizer = load_model(config.model, dtype, config.trust_remote_code,
                                   config.num_layers, seed=config.seed,
                                   allow_bin_weights=config.allow_bin_weights)
     context = getattr(model.config, "max_position_embeddings", None)
-    uses_windows = config.sparsity > 0 or config.wbits < 16 or bool(config.eval)  # else unused
+    uses_windows = needs_calibration(config) or bool(config.eval)  # else seqlen is unused
     if context and uses_windows and config.seqlen > context:
         raise UserError(f"seqlen {config.seqlen} exceeds the model's context of {context} tokens")
     return model, tokenizer
@@ -129,10 +133,10 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
                               distribution=distribution, seed=seed, progress=progress)
         if estimator == "fisher":
             return fisher(model, windows, progress=progress)
+        diagonals = layer_hessian_diagonals(model, windows, progress=progress)
         if estimator == "xxt":
-            diagonals = layer_hessian_diagonals(model, windows, progress=progress)
             return {"matrices": {n: {"trace": float(d.mean())} for n, d in diagonals.items()}}
-        counts = owl_outliers(model, windows, progress=progress)
+        counts = owl_outliers(model, diagonals)
         return {"matrices": {n: {"trace": c} for n, c in counts.items()}}
 
     return cached("sensitivity", {**key, **settings}, compute)
@@ -141,30 +145,6 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
 # Windows per evaluation forward: 1.5× the tokens/s of one at a time in bf16 on 2 cores
 # (benchmarks/bf16.py); the fp32 logits of 4 × 2048 tokens of a 32k vocabulary take 1 GiB.
 EVAL_BATCH = 4
-
-NOISE_FLOOR = 3.0  # standard errors
-
-
-def _noise_below_zero(entry: dict) -> bool:
-    stderr = entry.get("stderr")
-    return entry["trace"] < 0 and stderr is not None and -entry["trace"] <= NOISE_FLOOR * stderr
-
-
-def traces(result: dict) -> dict[str, float]:
-    """{matrix name: sensitivity value} from an estimate_sensitivity result.
-
-    A Hutchinson estimate below zero but within NOISE_FLOOR standard errors of it is noise
-    around a trace near 0: it counts as 0 (and is listed by floored(), which every run
-    records, so the floor is never silent). One further below zero is kept, and allocation
-    refuses it.
-    """
-    return {name: 0.0 if _noise_below_zero(entry) else entry["trace"]
-            for name, entry in result["matrices"].items()}
-
-
-def floored(result: dict) -> list[str]:
-    """The matrices whose negative estimate traces() counts as 0."""
-    return [name for name, entry in result["matrices"].items() if _noise_below_zero(entry)]
 
 
 def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, device,
@@ -180,8 +160,6 @@ def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, d
            "seqlen": config.seqlen, "seed": config.seed,
            "weights": weights_fingerprint(config.model)}
     if estimator == "hutchinson":
-        from .plan import hutchinson_placement, placed
-
         def place():
             return placed(model, placement or hutchinson_placement(model, config.seqlen, device))
 
@@ -212,9 +190,9 @@ def _eval_stream(name, tokenizer, seqlen, data_dir):
 SAVE_MARK = "samrepro-run.json"  # inside a --save folder: the hash of the weights it holds
 
 
-def _save(model, tokenizer, folder, sha256: str, config: dict) -> None:
-    """files.save_model, unless `folder` already holds these very weights (written by this
-    run before it was interrupted)."""
+def save_pruned(model, tokenizer, folder, sha256: str, config: dict) -> None:
+    """Step 7: files.save_model, unless `folder` already holds these very weights (written
+    by this run before it was interrupted)."""
     mark = Path(folder) / SAVE_MARK
     if mark.exists():
         try:
@@ -232,9 +210,96 @@ def _tensor_sha256(t: torch.Tensor | None) -> str | None:
     return None if t is None else hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
+def needs_calibration(config: RunConfig) -> bool:
+    """Whether the run changes the weights (prunes or quantizes), and so reads calibration data."""
+    return config.sparsity > 0 or config.wbits < 16
+
+
+def record(config: RunConfig, model, device) -> dict:
+    """Step 2: what the run computes with, taken from the dense model before it is pruned:
+    its zeros, library versions, code, machine, and the model's revision and weights hash."""
+    dense_zeros, total = count_zeros(model)
+    return {"config": config.key(), "dense_zeros": dense_zeros, "prunable_parameters": total,
+            "device": str(device), "machine": machine(), "versions": versions(),
+            "code": code_hash(), "git_commit": git_commit(),
+            "model": model_provenance(config.model, model)}
+
+
+def calibrate(config: RunConfig, tokenizer, data_dir):
+    """Step 3: the calibration windows and their corpus, or (None, None) for a run that
+    changes no weights."""
+    if not needs_calibration(config):
+        return None, None
+    return calibration_windows(config.calib, tokenizer, config.nsamples, config.seqlen,
+                               config.seed, data_dir)
+
+
+def estimate(config: RunConfig, model, windows, corpus, device, progress: bool,
+             given: dict[str, float] | None = None) -> tuple[dict[str, float], list[str] | None]:
+    """Step 4: the per-matrix values the allocation ranks, and the matrices whose negative
+    estimate counts as 0 (None when nothing was estimated here): none for `uniform`, the
+    controls and a run without calibration; `given` when the caller has them (a file); else
+    the estimator's (OWL's outlier counts for `owl`) through allocation.traces."""
+    if config.allocation in ("uniform", *CONTROLS) or windows is None:
+        return {}, None
+    if given is not None:
+        return given, None
+    estimator = "owl" if config.allocation == "owl" else config.estimator
+    found = sensitivity_for(config, model, windows, corpus, estimator, device, progress)
+    return traces(found), floored(found)
+
+
+def allocate_sparsities(config: RunConfig, sensitivity: dict[str, float],
+                        sizes: dict[str, int]) -> dict[str, float]:
+    """Step 5: every prunable matrix's sparsity (allocation.allocate, docs/method.md §4)."""
+    return allocate(sensitivity, sizes, config.sparsity, config.resolved_alpha,
+                    config.allocation, seed=config.seed)
+
+
+def resume_point(config: RunConfig, device, data_dir, dense_sha256: str, windows,
+                 sparsities: dict[str, float]) -> RunCheckpoint:
+    """Where an interrupted run left its pruned layers and finished evaluations, keyed by
+    everything that determines them."""
+    folder = local_data_dir(data_dir)
+    return RunCheckpoint({
+        "config": config.key(), "batch_size": config.batch_size, "device": device.type,
+        "data_dir": str(folder or "hub"), "dense_weights": dense_sha256,
+        "calibration": _tensor_sha256(windows), "sparsities": sparsities})
+
+
+def prune(config: RunConfig, model, windows, sparsities: dict[str, float], device,
+          checkpoint: RunCheckpoint, progress: bool) -> dict:
+    """Step 6: the layer-by-layer pass (pipeline.prune_model); its seconds, per-matrix report
+    and the layers read back from `checkpoint`."""
+    prune_n, prune_m = config.nm or (0, 0)
+    report = prune_model(model, windows, sparsities, config.saliency, prune_n, prune_m,
+                         config.wbits, device=device, batch_size=config.batch_size,
+                         progress=progress, checkpoint=checkpoint)
+    return {"pruning_seconds": report["seconds"], "matrices": report["matrices"],
+            "resumed_layers": report.get("resumed_layers", [])}
+
+
+def evaluate_model(config: RunConfig, model, tokenizer, streams: dict, data_dir,
+                   checkpoint: RunCheckpoint, progress: bool) -> dict:
+    """Step 8: perplexity on each stream and, with `tasks`, accuracy through
+    lm-evaluation-harness; each finished evaluation is kept in `checkpoint`."""
+    found = {"perplexity": {}}
+    for name, (ids, corpus) in streams.items():
+        ppl = checkpoint.evaluation(name, lambda: perplexity(
+            model, ids, config.seqlen, config.eval_windows, batch_size=EVAL_BATCH,
+            progress=progress, desc=f"perplexity {name}"))
+        found["perplexity"][name] = {**ppl, **corpus.provenance}
+    found["resumed_evaluations"] = checkpoint.resumed_evaluations
+    if config.tasks:
+        found["accuracy"] = checkpoint.evaluation("accuracy", lambda: zero_shot(
+            model, tokenizer, config.tasks, config.settings, config.limit, config.task_source,
+            data_dir))
+    return found
+
+
 def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: bool = True,
                        sensitivity: dict[str, float] | None = None, save: str | None = None) -> dict:
-    """One run: load, calibrate, allocate, prune, count zeros, evaluate perplexity.
+    """One run: load, record, calibrate, estimate, allocate, prune, save, evaluate.
 
     `sensitivity` overrides the estimate (e.g. read from a file); `save` writes the pruned
     checkpoint (before the evaluation, so that it survives an evaluation failure).
@@ -248,66 +313,35 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
         check_tasks(config.tasks, config.settings, config.limit)
     device = default_device(device)
     config = on_device(config, device)
-    prune_n, prune_m = config.nm or (0, 0)
     model, tokenizer = load(config, device)
-    dense_zeros, total = count_zeros(model)
     sizes = {name: linear.weight.numel() for name, linear in prunable_linears(model).items()}
     # read the evaluation data first: a missing or damaged file fails before any pruning
     streams = {name: _eval_stream(name, tokenizer, config.seqlen, data_dir) for name in config.eval}
-    result = {"config": config.key(), "dense_zeros": dense_zeros, "prunable_parameters": total,
-              "device": str(device), "machine": machine(), "versions": versions(),
-              "code": code_hash(), "git_commit": git_commit(),
-              "model": model_provenance(config.model, model)}
-    needs_data = config.sparsity > 0 or config.wbits < 16
-    windows = None
-    if needs_data:
-        windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
-                                              config.seqlen, config.seed, data_dir)
+    result = record(config, model, device)
+    windows, corpus = calibrate(config, tokenizer, data_dir)
+    if corpus is not None:
         result["calibration_source"] = corpus.source
         result["calibration_data"] = corpus.provenance
-    if config.allocation in ("uniform", *CONTROLS) or not needs_data:
-        sensitivity = {}
-    elif sensitivity is None:
-        estimator = "owl" if config.allocation == "owl" else config.estimator
-        estimate = sensitivity_for(config, model, windows, corpus, estimator, device, progress)
-        sensitivity = traces(estimate)
-        result["sensitivity_floored_at_zero"] = floored(estimate)
-    sparsities = allocate(sensitivity, sizes, config.sparsity, config.resolved_alpha,
-                          config.allocation, seed=config.seed)
+    sensitivity, floored_at_zero = estimate(config, model, windows, corpus, device, progress,
+                                            given=sensitivity)
+    if floored_at_zero is not None:
+        result["sensitivity_floored_at_zero"] = floored_at_zero
+    sparsities = allocate_sparsities(config, sensitivity, sizes)
     result["sparsities"] = sparsities
     result["planned_sparsity"] = overall_sparsity(sparsities, sizes)
-    folder = local_data_dir(data_dir)
-    checkpoint = RunCheckpoint({
-        "config": config.key(), "batch_size": config.batch_size, "device": device.type,
-        "data_dir": str(folder or "hub"),
-        "dense_weights": result["model"]["weights_sha256"], "calibration": _tensor_sha256(windows),
-        "sparsities": sparsities})
-    if needs_data:
-        report = prune_model(model, windows, sparsities, config.saliency, prune_n, prune_m,
-                             config.wbits, device=device, batch_size=config.batch_size,
-                             progress=progress, checkpoint=checkpoint)
-        result["pruning_seconds"] = report["seconds"]
-        result["matrices"] = report["matrices"]
-        result["resumed_layers"] = report.get("resumed_layers", [])
+    checkpoint = resume_point(config, device, data_dir, result["model"]["weights_sha256"],
+                              windows, sparsities)
+    if needs_calibration(config):
+        result.update(prune(config, model, windows, sparsities, device, checkpoint, progress))
     zeros, _ = count_zeros(model)
-    result["achieved_sparsity"] = zeros / total
+    result["achieved_sparsity"] = zeros / result["prunable_parameters"]
     result["weights_sha256"] = weights_sha256(model)
     if save:
-        _save(model, tokenizer, save, result["weights_sha256"], config.key())
+        save_pruned(model, tokenizer, save, result["weights_sha256"], config.key())
         result["saved_to"] = str(save)
-
     model.to(device)
-    result["perplexity"] = {}
-    for name, (ids, corpus) in streams.items():
-        ppl = checkpoint.evaluation(name, lambda: perplexity(
-            model, ids, config.seqlen, config.eval_windows, batch_size=EVAL_BATCH,
-            progress=progress, desc=f"perplexity {name}"))
-        result["perplexity"][name] = {**ppl, **corpus.provenance}
-    result["resumed_evaluations"] = checkpoint.resumed_evaluations
-    if config.tasks:
-        result["accuracy"] = checkpoint.evaluation("accuracy", lambda: zero_shot(
-            model, tokenizer, config.tasks, config.settings, config.limit, config.task_source,
-            data_dir))
+    result.update(evaluate_model(config, model, tokenizer, streams, data_dir, checkpoint,
+                                 progress))
     result["wall_seconds"] = time.perf_counter() - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     checkpoint.remove()

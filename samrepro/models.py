@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -85,6 +86,14 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     if not found:
         raise UserError("the model has no prunable linear layers (no decoder layers found)")
     return found
+
+
+def layer_of(name: str) -> str:
+    """'model.layers.3.mlp.down_proj' → 'model.layers.3' (the decoder layer holding a matrix)."""
+    match = re.match(r"^(.*?\.\d+)\.", name)
+    if not match:
+        raise UserError(f"cannot tell the decoder layer of matrix {name!r}")
+    return match.group(1)
 
 
 def count_zeros(model: nn.Module) -> tuple[int, int]:

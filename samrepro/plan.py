@@ -485,7 +485,7 @@ def render(plans: list[Plan]) -> str:
 
 def plan_settings(settings: dict, machine: Machine | None = None,
                   lm_eval: bool | None = None) -> list[Plan]:
-    """The plans of a notebook's settings (report.settings(): models, nsamples, seqlen,
+    """The plans of a notebook's settings (settings.settings(): models, nsamples, seqlen,
     probes, estimator, eval_windows, device, batch_size, zero-shot settings, dtype).
     `lm_eval`: plan the lm-eval step (None: when the settings name zero-shot settings)."""
     machine = machine or this_machine(settings.get("device"))
@@ -503,7 +503,7 @@ def plan_settings(settings: dict, machine: Machine | None = None,
 def show(settings: dict, machine: Machine | None = None, lm_eval: bool | None = None) -> list[Plan]:
     """Print the plan of a notebook's settings (Markdown in a notebook); raise a UserError with
     the fix when a model does not fit. Meant as a notebook's first cell at the paper preset:
-    `plan.show(s)` (s = report.settings(...); lm_eval=False where the notebook scores no
+    `plan.show(s)` (s = settings.settings(...); lm_eval=False where the notebook scores no
     accuracy). `machine`: plan for other GPUs than this machine's (e.g. Machine(parse_gpus(
     "8xA100-80GB")))."""
     plans = plan_settings(settings, machine, lm_eval)

@@ -1,6 +1,7 @@
-"""Notebook plumbing: a preset plus overrides → run configs; results written beside the paper's.
+"""Results: written beside the paper's, checked against the stored regression values, shown.
 
-Every table notebook writes results/<preset>/<name>.{json,csv,md} (figures a .png beside
+The settings a notebook runs with and its run configs are samrepro.settings'. Every table
+notebook writes results/<preset>/<name>.{json,csv,md} (figures a .png beside
 them) with its settings, library versions, device and wall time, and a verdict for each of
 the paper's claims it covers (docs/method.md §7).
 """
@@ -14,34 +15,16 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from .experiments import RunConfig, default_device, run, versions
-from .hardware import machine
-from .provenance import code_hash, git_commit
 from .files import write_json, write_text
-from .models import default_calibration, default_evaluation
-from .errors import UserError
-from .presets import preset, split_model
-from .provenance import warn_if_versions_differ
-
-SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
-                "probes", "rel_tol", "seeds", "sparsities", "figure3_sparsities",
-                "zero_shot_limit", "zero_shot_settings", "allocation_saliencies", "saliency",
-                "allocation", "alpha")
+from .hardware import default_device, machine
+from .provenance import code_hash, git_commit, versions, warn_if_versions_differ
+from .settings import SETTING_KEYS, results_dir
+from .settings import config, settings  # noqa: F401  (tests/test_standin.py imports them from here)
 
 
 def paper_reference() -> dict:
     """The paper's printed numbers and peer anchors (reference.json from the paper folder)."""
     return json.loads(resources.files("samrepro").joinpath("paper_reference.json").read_text())
-
-
-def results_dir() -> Path:
-    """$SAMREPRO_RESULTS_DIR, else the checkout's results/ (editable install), else ./results."""
-    if os.environ.get("SAMREPRO_RESULTS_DIR"):
-        return Path(os.environ["SAMREPRO_RESULTS_DIR"])
-    checkout = Path(__file__).resolve().parents[1]
-    return checkout / "results" if (checkout / "pyproject.toml").exists() else Path("results")
 
 
 DEGENERATE = 1e4  # perplexities this large come from near-random weights (the cut model) ...
@@ -96,44 +79,6 @@ def check_regression(s: dict, name: str, table, partial: bool = False) -> str:
     if bad:
         raise AssertionError(f"{name}: {len(bad)} values moved beyond {rtol:.0%}: {bad[:5]}")
     return f"regression check: {len(numbers)} values within {rtol:.0%} of the stored ones"
-
-
-def settings(preset_name: str | None = None, **overrides) -> dict:
-    """The preset's values with every override that is not None applied."""
-    values = preset(preset_name)
-    unknown = set(overrides) - set(SETTING_KEYS) - {"device", "data_dir", "output_dir"}
-    if unknown:
-        raise ValueError(f"unknown settings: {sorted(unknown)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if not isinstance(values["seeds"], int) or values["seeds"] < 1:
-        raise UserError(f"seeds must be a whole number ≥ 1 (calibration seeds 0 … seeds − 1), "
-                        f"got {values['seeds']!r}")
-    values.setdefault("device", None)
-    values.setdefault("data_dir", None)
-    values["output_dir"] = values.get("output_dir") or results_dir()
-    values["started"] = time.time()
-    return values
-
-
-def config(s: dict, model_spec: str, **fields) -> RunConfig:
-    """A RunConfig for one model of the settings `s`, with per-run fields (sparsity, …)."""
-    name, layers = split_model(model_spec)
-    fields.setdefault("calib", default_calibration(name))
-    fields.setdefault("eval", default_evaluation(name))
-    if fields.get("allocation", "uniform") != "uniform":  # α: the mixed ones' range (§4)
-        fields.setdefault("alpha", s.get("alpha"))
-    return RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],
-                     eval_windows=s["eval_windows"], estimator=s["estimator"],
-                     probes=s["probes"], rel_tol=s["rel_tol"], batch_size=s["batch_size"],
-                     **fields)
-
-
-def run_all(s: dict, configs: list[RunConfig], desc: str = "runs") -> list[dict]:
-    """Run (or read from the cache) every config, with a progress bar over them."""
-    results = []
-    for cfg in tqdm(configs, desc=desc):
-        results.append(run(cfg, s["data_dir"], s["device"], progress=False))
-    return results
 
 
 def show_claims(claims: list[dict]) -> None:

@@ -11,8 +11,9 @@ sen_W = Tr(∇²_W L)/n_W, L the model's cross-entropy on calibration windows.
 - `fisher`: the empirical Fisher trace, mean over windows of the squared gradient (one
   backward per window, no double backward).
 - `xxt`: the layer-wise proxy mean(diag(2XXᵀ/n)) that the pruning pass gets for free
-  (computed here on the dense model, by pipeline.layer_hessian_means).
-- `owl_outliers`: OWL's outlier counts, the input of allocation `owl`.
+  (computed on the dense model by pipeline.layer_hessian_diagonals; experiments takes the mean).
+- `owl_outliers`: OWL's outlier counts, the input of allocation `owl`, from the weights and
+  those same diagonals.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .allocation import layer_of
 from .errors import UserError
-from .models import decoder_layers, prunable_linears
-from .pipeline import layer_hessian_diagonals
+from .models import decoder_layers, layer_of, prunable_linears
 
 ESTIMATORS = ("hutchinson", "fisher", "xxt")
 
@@ -294,11 +293,12 @@ def fisher(model: nn.Module, windows: torch.Tensor, progress: bool = True) -> di
 
 
 @torch.no_grad()
-def owl_outliers(model: nn.Module, windows: torch.Tensor, m: float = 5.0,
-                 batch_size: int = 8, progress: bool = True) -> dict[str, float]:
+def owl_outliers(model: nn.Module, diagonals: dict[str, torch.Tensor],
+                 m: float = 5.0) -> dict[str, float]:
     """OWL's outlier counts on the dense model: per matrix, how many weights have
-    |W_ij|·‖X_j‖₂ above `m` times the mean of that score over the matrix's decoder layer."""
-    diagonals = layer_hessian_diagonals(model, windows, batch_size, progress)
+    |W_ij|·‖X_j‖₂ above `m` times the mean of that score over the matrix's decoder layer.
+    `diagonals`: diag(2XXᵀ/n) of every prunable matrix's inputs
+    (pipeline.layer_hessian_diagonals)."""
     linears = prunable_linears(model)
     scores = {name: linear.weight.abs().float() * diagonals[name].sqrt()  # ‖X_j‖ ∝ sqrt(H_jj)
               for name, linear in linears.items()}

@@ -101,9 +101,10 @@ def _share(numel: int, sparsity: float) -> int:
     return int(round(numel * sparsity))
 
 
+@torch.no_grad()
 def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, saliency: str = "obs",
                  prune_n: int = 0, prune_m: int = 0, wbits: int = 16, blocksize: int = 128,
-                 percdamp: float = 0.01) -> torch.Tensor:
+                 percdamp: float = 0.01, *, choose=None) -> torch.Tensor:
     """Prune (and optionally quantize) one weight matrix; returns the new weight.
 
     W: out_features × in_features; H: in_features × in_features, the accumulated 2XXᵀ/n
@@ -112,50 +113,33 @@ def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, salie
     `sparsity` is the fraction of each block's weights set to zero (ignored with N:M).
     `magnitude` prunes the whole matrix at once by |w|, `wanda` each output row by |w|·‖X_m‖
     (Wanda's comparison group); neither updates the kept weights (they are only quantized).
+    `choose(scores)`: the mask of a block's weights to drop, given their scores (default: the
+    `sparsity` share of the lowest); prune_weights passes one per stacked matrix.
     """
-    return prune_weights([W], H, [sparsity], saliency, prune_n, prune_m, wbits, blocksize,
-                         percdamp)[0]
-
-
-@torch.no_grad()
-def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: list[float],
-                  saliency: str = "obs", prune_n: int = 0, prune_m: int = 0, wbits: int = 16,
-                  blocksize: int = 128, percdamp: float = 0.01) -> list[torch.Tensor]:
-    """prune_weight for several matrices fed the same inputs (q, k, v; gate, up), which share H.
-
-    The OBS update acts on each row alone, so stacking the rows and walking the columns once
-    gives each matrix exactly the result of its own solve, with one Cholesky and one loop.
-    Each matrix keeps its own sparsity and its own per-block mask selection.
-    """
-    for sparsity in sparsities:
-        check_args(sparsity, saliency, prune_n, prune_m, wbits)
-    cols = Ws[0].shape[1]
-    if any(W.shape[1] != cols for W in Ws):
-        raise ValueError("stacked matrices must have the same number of inputs")
+    check_args(sparsity, saliency, prune_n, prune_m, wbits)
+    cols = W.shape[1]
     if H is None:
         if saliency != "magnitude":
             raise ValueError(f"saliency {saliency!r} needs the Hessian H")
-        H = torch.ones(cols, device=Ws[0].device).diag()
+        H = torch.ones(cols, device=W.device).diag()
     if H.shape != (cols, cols):
         raise ValueError(f"H must be {cols}×{cols} for weights with {cols} inputs, got {tuple(H.shape)}")
-    sizes = [W.shape[0] for W in Ws]
-    W = torch.cat([W.detach().to(torch.float32) for W in Ws])
+    dtype = W.dtype
+    W = W.detach().to(torch.float32, copy=True)
     H = H.detach().to(device=W.device, dtype=torch.float32).clone()
     grid = quantization_grid(W, wbits) if wbits < 16 else None
-
     if saliency not in RECONSTRUCTING:
-        out = []
-        for i, (part, sparsity) in enumerate(zip(W.split(sizes), sparsities)):
-            part_grid = None if grid is None else tuple(g.split(sizes)[i] for g in grid)
-            out.append(_prune_without_update(part, H.diagonal(), sparsity, saliency, prune_n,
-                                             prune_m, part_grid, wbits))
-        return [o.to(src.dtype) for o, src in zip(out, Ws)]
+        return _prune_without_update(W, H.diagonal(), sparsity, saliency, prune_n, prune_m, grid,
+                                     wbits).to(dtype)
+    if choose is None:
+        def choose(scores):
+            return _lowest(scores, _share(scores.numel(), sparsity))
 
     dead = H.diagonal() == 0  # inputs that never fire: any value of their weights is free
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H.diagonal().add_(percdamp * H.diagonal().mean())
-    U = _upper_cholesky_of_inverse(H)
+    H.diagonal().add_(percdamp * H.diagonal().mean())  # dampening: H + λI, λ = percdamp·mean diag
+    U = _upper_cholesky_of_inverse(H)  # U_mm² = sequential [H⁻¹]_mm (docs/method.md §1)
     H_diag = H.diagonal()
 
     for b0 in range(0, cols, blocksize):
@@ -164,10 +148,8 @@ def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: li
         W1 = W[:, b0:b1].T.contiguous()
         U1 = U[b0:b1, b0:b1]
         Err1 = torch.zeros_like(W1)
-        if not prune_n:  # unstructured: choose the whole block's mask now, per matrix
-            scores = saliency_scores(saliency, W1.T, U1.diagonal(), H_diag[b0:b1])
-            mask1 = torch.cat([_lowest(part, _share(part.numel(), sparsity))
-                               for part, sparsity in zip(scores.split(sizes), sparsities)]).T
+        if not prune_n:  # unstructured: choose the whole block's mask now (§2's saliency)
+            mask1 = choose(saliency_scores(saliency, W1.T, U1.diagonal(), H_diag[b0:b1])).T
         else:
             mask1 = torch.zeros_like(W1, dtype=torch.bool)
         for j in range(b1 - b0):
@@ -187,8 +169,37 @@ def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: li
                 W1[j] = q  # exactly on the grid, not just up to rounding
         W1.masked_fill_(mask1, 0.0)  # and the pruned weights exactly 0
         W[:, b0:b1] = W1.T
-        W[:, b1:] -= Err1.T @ U[b0:b1, b1:]
-    return [part.to(src.dtype) for part, src in zip(W.split(sizes), Ws)]
+        W[:, b1:] -= Err1.T @ U[b0:b1, b1:]  # the block's errors spread onto the later columns
+    return W.to(dtype)
+
+
+def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: list[float],
+                  saliency: str = "obs", prune_n: int = 0, prune_m: int = 0, wbits: int = 16,
+                  blocksize: int = 128, percdamp: float = 0.01) -> list[torch.Tensor]:
+    """prune_weight for several matrices fed the same inputs (q, k, v; gate, up), which share H.
+
+    The OBS update acts on each row alone, so stacking the rows and walking the columns once
+    gives each matrix exactly the result of its own solve, with one Cholesky and one loop.
+    Each matrix keeps its own sparsity and its own per-block mask selection (`choose`).
+    """
+    for sparsity in sparsities:
+        check_args(sparsity, saliency, prune_n, prune_m, wbits)
+    cols = Ws[0].shape[1]
+    if any(W.shape[1] != cols for W in Ws):
+        raise ValueError("stacked matrices must have the same number of inputs")
+    if saliency not in RECONSTRUCTING:  # no update: nothing to share
+        return [prune_weight(W, H, sparsity, saliency, prune_n, prune_m, wbits, blocksize,
+                             percdamp) for W, sparsity in zip(Ws, sparsities)]
+    sizes = [W.shape[0] for W in Ws]
+
+    def choose(scores):
+        return torch.cat([_lowest(part, _share(part.numel(), sparsity))
+                          for part, sparsity in zip(scores.split(sizes), sparsities)])
+
+    stacked = torch.cat([W.detach().to(torch.float32) for W in Ws])
+    new = prune_weight(stacked, H, sparsities[0], saliency, prune_n, prune_m, wbits, blocksize,
+                       percdamp, choose=choose)
+    return [part.to(src.dtype) for part, src in zip(new.split(sizes), Ws)]
 
 
 def _upper_cholesky_of_inverse(H: torch.Tensor) -> torch.Tensor:

@@ -10,13 +10,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from .allocation import ALLOCATIONS, layer_of
+from .allocation import ALLOCATIONS, traces
 from .claims import (above_all, document_scores, growing_gain, higher_accuracy,
                      lower_perplexity, verdict, window_nll)
 from .data import calibration_windows
 from .errors import UserError
-from .experiments import default_device, load, sensitivity_for, traces
-from .report import config, paper_reference, run_all
+from .experiments import load, sensitivity_for
+from .hardware import default_device
+from .models import layer_of
+from .report import paper_reference
+from .settings import config, run_all
 from .sensitivity import layer_sensitivity, spearman
 from .stats import average_interval, mean_interval, perplexity_interval
 

@@ -83,7 +83,7 @@ def test_unknown_method():
 
 
 def test_negative_estimates_within_noise_count_as_zero_and_are_listed():
-    from samrepro.experiments import floored, traces
+    from samrepro.allocation import floored, traces
 
     estimate = {"matrices": {"a": {"trace": -1e-6, "stderr": 1e-6},   # noise around 0
                              "b": {"trace": 2e-5, "stderr": 1e-6},

@@ -142,13 +142,13 @@ def test_negative_sensitivity_is_refused(tmp_path, capsys, data_dir):
     ("opt-ptb-standin", "ptb", ("ptb",)),  # trained on PTB only: as the notebooks score it
 ])
 def test_cli_defaults_follow_the_model_as_the_notebooks_do(model, calib, scored):
-    from samrepro import report
+    from samrepro import settings
     from samrepro.cli import _config, build_parser
 
     args = build_parser().parse_args(["prune", "--model", model, "--sparsity", "0.5"])
     config = _config(args)
     assert (config.calib, config.eval) == (calib, scored)
-    notebook = report.config(report.settings("embedded"), model, sparsity=0.5)
+    notebook = settings.config(settings.settings("embedded"), model, sparsity=0.5)
     assert (notebook.calib, notebook.eval) == (config.calib, config.eval)
     explicit = build_parser().parse_args(["prune", "--model", model, "--sparsity", "0.5",
                                           "--eval", "wikitext2", "--calib", "c4"])

@@ -120,15 +120,15 @@ def _entry_worker(rank, world, port, argv):
 
 def _notebook_estimate(monkeypatch):
     """What the notebooks' sensitivity step gets (experiments.sensitivity_for with the config
-    that report.config builds), with the estimator itself made to fail: only the cache can
+    that settings.config builds), with the estimator itself made to fail: only the cache can
     answer."""
-    from samrepro import experiments, report
+    from samrepro import experiments, settings
     from samrepro.data import calibration_windows
 
-    s = report.settings("smoke", models=["tiny-llama"], nsamples=3, seqlen=16, probes=4,
+    s = settings.settings("smoke", models=["tiny-llama"], nsamples=3, seqlen=16, probes=4,
                         estimator="hutchinson")
     s["rel_tol"] = 0.0
-    cfg = report.config(s, "tiny-llama", allocation="paper", seed=1, dtype="float32")
+    cfg = settings.config(s, "tiny-llama", allocation="paper", seed=1, dtype="float32")
     model, tokenizer = experiments.load(cfg, torch.device("cpu"))
     windows, corpus = calibration_windows(cfg.calib, tokenizer, cfg.nsamples, cfg.seqlen,
                                           cfg.seed)

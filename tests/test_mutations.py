@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samrepro import allocation, evaluate, experiments, report, sensitivity, solver, tables
+from samrepro import allocation, evaluate, experiments, report, sensitivity, settings, solver, tables
 
 
 def obs_update_off(monkeypatch):
@@ -80,7 +80,7 @@ def _fresh_cache(monkeypatch, folder: Path) -> None:
 def _standin_settings(folder: Path) -> dict:
     # the smoke preset's first model, the OPT stand-in (its rows come first in every table):
     # the one with a signal; the cut LLaMA's chance-level perplexities would hide a break
-    return report.settings("smoke", models=["opt-ptb-standin"], output_dir=str(folder))
+    return settings.settings("smoke", models=["opt-ptb-standin"], output_dir=str(folder))
 
 
 def test_the_unbroken_method_passes_the_same_checks(monkeypatch, tmp_path):

@@ -122,12 +122,12 @@ def test_notebook_path_places_the_estimate_where_the_plan_does():
 def test_sensitivity_step_refuses_up_front_unless_the_cache_holds_it(monkeypatch, data_dir):
     """On GPUs too small the notebooks' sensitivity step raises the plan's UserError before
     any probe (and before moving the model); an estimate already cached is read instead."""
-    from samrepro import experiments, report
+    from samrepro import experiments, settings
     from samrepro.data import calibration_windows
 
-    s = report.settings("smoke", models=["tiny-llama"], nsamples=2, seqlen=16, probes=2,
+    s = settings.settings("smoke", models=["tiny-llama"], nsamples=2, seqlen=16, probes=2,
                         estimator="hutchinson")
-    cfg = report.config(s, "tiny-llama", allocation="paper", seed=7)
+    cfg = settings.config(s, "tiny-llama", allocation="paper", seed=7)
     model, tokenizer = experiments.load(cfg, torch.device("cpu"))
     windows, corpus = calibration_windows(cfg.calib, tokenizer, 2, 16, 7)
     calls = []

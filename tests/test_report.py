@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from samrepro import report, tables
+from samrepro import report, settings, tables
 
 
 def _layers(traces, stderr):
@@ -95,7 +95,7 @@ def test_the_method_rows_follow_the_notebook_parameters(monkeypatch):
                  "perplexity": {"ptb": {"ppl": 1.0, "window_nll": [0.0, 0.1]}}} for c in configs]
 
     monkeypatch.setattr(tables, "run_all", fake_run_all)
-    s = report.settings("smoke", models=["tiny-opt"], alpha=0.05, saliency="obs",
+    s = settings.settings("smoke", models=["tiny-opt"], alpha=0.05, saliency="obs",
                         allocation="exact")
     tables.table2(s)
     by_saliency = {(c.saliency, c.allocation): c for c in seen}
@@ -105,16 +105,16 @@ def test_the_method_rows_follow_the_notebook_parameters(monkeypatch):
     assert all(c.alpha is None for c in seen if c.allocation == "uniform")
 
     seen.clear()  # Table 1: uniform against the parameter's mixed allocation, both saliencies
-    df, claims, _ = tables.table1(report.settings("smoke", models=["tiny-opt"], allocation="exact"))
+    df, claims, _ = tables.table1(settings.settings("smoke", models=["tiny-opt"], allocation="exact"))
     assert {(c.allocation, c.saliency) for c in seen} == {
         (a, sal) for a in ("uniform", "exact") for sal in ("obs", "isc")}
     assert [c["claim"] for c in claims] == ["C1", "C2-exact"] and len(df) == 4
     assert {c.seed for c in seen} == {0, 1}  # every arm once per seed of the smoke preset
     with pytest.raises(UserError, match="mixed allocation"):
-        tables.table1(report.settings("smoke", models=["tiny-opt"], allocation="uniform"))
+        tables.table1(settings.settings("smoke", models=["tiny-opt"], allocation="uniform"))
 
     seen.clear()
-    tables.figure3(report.settings("smoke", models=["tiny-opt"]))
+    tables.figure3(settings.settings("smoke", models=["tiny-opt"]))
     assert {(c.saliency, c.allocation, c.alpha) for c in seen if c.saliency == "isc"} == {
         ("isc", "paper", None)}  # presets.METHOD: the paper's version by default
 
@@ -123,9 +123,9 @@ def test_a_too_wide_alpha_is_refused_before_any_run():
     from samrepro.errors import UserError
     from samrepro.experiments import run
 
-    s = report.settings("smoke", models=["tiny-opt"], alpha=0.6)
+    s = settings.settings("smoke", models=["tiny-opt"], alpha=0.6)
     with pytest.raises(UserError, match="too wide"):
-        run(report.config(s, "tiny-opt", sparsity=0.5, allocation="paper"))
+        run(settings.config(s, "tiny-opt", sparsity=0.5, allocation="paper"))
 
 
 def test_regression_atol_forgives_small_moves_near_zero_only(tmp_path, monkeypatch):
@@ -146,12 +146,12 @@ def test_regression_atol_forgives_small_moves_near_zero_only(tmp_path, monkeypat
 
 
 def test_the_opt_standin_is_calibrated_and_scored_on_ptb_only():
-    s = report.settings("smoke")
-    standin = report.config(s, "opt-ptb-standin", sparsity=0.5)
+    s = settings.settings("smoke")
+    standin = settings.config(s, "opt-ptb-standin", sparsity=0.5)
     assert (standin.calib, standin.eval) == ("ptb", ("ptb",))
-    llama = report.config(s, "embedded@2", sparsity=0.5)
+    llama = settings.config(s, "embedded@2", sparsity=0.5)
     assert (llama.calib, llama.eval) == ("c4", ("wikitext2", "ptb", "c4"))
-    assert report.config(s, "opt-ptb-standin", eval=()).eval == ()  # Table 3: no perplexity
+    assert settings.config(s, "opt-ptb-standin", eval=()).eval == ()  # Table 3: no perplexity
 
 
 def test_written_tables_mark_cells_not_evaluated(tmp_path):
@@ -160,7 +160,7 @@ def test_written_tables_mark_cells_not_evaluated(tmp_path):
     import json
     import re
 
-    s = report.settings("smoke", output_dir=tmp_path)
+    s = settings.settings("smoke", output_dir=tmp_path)
     df = pd.DataFrame([{"model": "embedded", "ptb": 76.42, "c4": 32.32},
                        {"model": "opt-ptb-standin", "ptb": 216.6, "c4": float("nan")}])
     folder = report.write(s, "t", df, [])
@@ -182,5 +182,5 @@ def test_every_table_and_figure_notebook_plans_first_at_the_paper_preset():
             continue
         cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         settings_cell = next("".join(c["source"]) for c in cells
-                             if "report.settings(" in "".join(c["source"]))
+                             if "settings.settings(" in "".join(c["source"]))
         assert 'if s["preset"] == "paper"' in settings_cell and "plan.show(s" in settings_cell, path.name

@@ -7,6 +7,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from samrepro.errors import UserError
 from samrepro.models import prunable_linears, tiny_model
+from samrepro.pipeline import layer_hessian_diagonals
 from samrepro.sensitivity import fisher, hutchinson, layer_sensitivity, owl_outliers
 
 NAME = "model.layers.0.self_attn.v_proj"  # a clearly non-zero trace at this init
@@ -84,7 +85,7 @@ def test_owl_outliers_count_weights_above_m_times_the_layer_mean():
         model(input_ids=windows)  # one batch holds every token: ‖X_j‖ over all of them
     for h in hooks:
         h.remove()
-    got = owl_outliers(model, windows, m=2.0, progress=False)
+    got = owl_outliers(model, layer_hessian_diagonals(model, windows, progress=False), m=2.0)
     for layer in ("model.layers.0", "model.layers.1"):
         names = [n for n in linears if n.startswith(layer + ".")]
         scores = {n: linears[n].weight.abs() * norms[n] for n in names}

@@ -187,3 +187,20 @@ def test_bad_arguments_raise_user_errors(kwargs, message):
     args = {"sparsity": 0.5, **kwargs}
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace(")", r"\)")):
         prune_weight(W, H, **args)
+
+
+def test_stacked_matrices_get_the_result_of_their_own_solves():
+    """prune_weights (matrices sharing H, stacked outside the solver) against prune_weight on
+    each matrix alone: the same masks, and the same weights up to matmul rounding."""
+    from samrepro.solver import prune_weight, prune_weights
+
+    torch.manual_seed(0)
+    X = torch.randn(200, 64)
+    H = 2 * X.T @ X / 200
+    Ws = [torch.randn(24, 64), torch.randn(16, 64)]
+    for saliency in ("obs", "isc", "wanda"):
+        stacked = prune_weights(Ws, H, [0.3, 0.6], saliency, blocksize=16)
+        for W, p, got in zip(Ws, [0.3, 0.6], stacked):
+            alone = prune_weight(W, H, p, saliency, blocksize=16)
+            assert torch.equal(got == 0, alone == 0), saliency
+            assert torch.allclose(got, alone, rtol=1e-5, atol=1e-6), saliency
