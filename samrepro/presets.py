@@ -30,10 +30,12 @@ PRESETS: dict[str, dict] = {
         # SmolLM2-135M (a LLaMA) and the OPT stand-in (samrepro.standin: a small OPT trained
         # here on PTB, calibrated on PTB; not an OPT checkpoint)
         "models": ["embedded", "opt-ptb-standin"],
-        # sized for table1.ipynb in ~10 minutes cold on a 2-core CPU at ~400 tokens/s (20.6
-        # min measured on one at ~180): a 16-probe Hutchinson estimate (~26 s a probe there),
-        # then 4 runs of ~3 minutes (16 calibration windows, 3 × 8 evaluation windows)
-        "nsamples": 16, "seqlen": 512, "eval_windows": 8, "batch_size": 8,
+        # sized for a 2-core CPU with a bf16 unit: per seed, a 16-probe Hutchinson estimate
+        # (~6 s a probe) and 4 runs of ~45 s for table1.ipynb. 32 evaluation windows a stream
+        # cost ~15 s a run and quarter the window part of a comparison's variance against 8
+        # (measured on Table 1, docs/method.md §7); the seed part needs more seeds
+        # (`seeds=N`, ~4.5 minutes a seed for Table 1)
+        "nsamples": 16, "seqlen": 512, "eval_windows": 32, "batch_size": 8,
         "estimator": "hutchinson", "probes": 16, "rel_tol": 0.2, "seeds": 3,
         "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
         "allocation_saliencies": ["obs", "isc"],

@@ -1,0 +1,98 @@
+"""What holds the resident memory of an embedded run (issue 15's memory figures).
+
+    python benchmarks/memory.py [--dtype auto] [--stages load,evaluate,prune,hutchinson,...]
+
+Each stage runs in a fresh process, so its peak resident set (the kernel's high-water mark,
+ru_maxrss) is its own: loading the embedded model (SmolLM2-135M); scoring 8 windows of 512
+tokens of WikiText-2 a batch of 4 (the run's evaluation batch); a SparseGPT 50% pass at
+16 × 512; one Hutchinson probe on one 512-token window, as run and with decoder layers
+recomputed in the backward (`checkpointing`); and a whole run as `make table1` does one
+(experiments.run: Hutchinson estimate, mixed allocation, pruning and three evaluation
+streams). A notebook's kernel holds the largest of these. Needs SAMREPRO_DATA_DIR.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+STAGES = ("load", "evaluate", "prune", "hutchinson", "hutchinson-checkpointing", "run")
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage(name: str, dtype: str) -> dict:
+    import torch
+
+    from samrepro.data import calibration_windows, eval_stream
+    from samrepro.evaluate import perplexity
+    from samrepro.hardware import DTYPES, resolve_dtype
+    from samrepro.models import load_model
+
+    torch.manual_seed(0)
+    resolved = resolve_dtype(dtype, torch.device("cpu"))
+    started = time.perf_counter()
+    if name == "run":
+        from samrepro.experiments import RunConfig, run
+
+        config = RunConfig(model="embedded", sparsity=0.5, saliency="isc", allocation="paper",
+                           nsamples=16, seqlen=512, eval=("wikitext2", "ptb", "c4"),
+                           eval_windows=32, probes=16, rel_tol=0.2, dtype=dtype)
+        run(config, progress=False)
+        return {"seconds": time.perf_counter() - started, "dtype": resolved}
+    model, tokenizer = load_model("embedded", DTYPES[resolved])
+    model.eval()
+    loaded = peak_mib()
+    if name == "evaluate":
+        ids, _ = eval_stream("wikitext2", tokenizer, 512)
+        perplexity(model, ids, 512, 8, batch_size=4, progress=False)
+    elif name == "prune":
+        from samrepro.pipeline import prune_model
+
+        from samrepro.models import prunable_linears
+
+        windows, _ = calibration_windows("c4", tokenizer, 16, 512, seed=0)
+        prune_model(model, windows, {name: 0.5 for name in prunable_linears(model)},
+                    saliency="obs", progress=False)
+    elif name.startswith("hutchinson"):
+        from samrepro.sensitivity import hutchinson
+
+        windows, _ = calibration_windows("c4", tokenizer, 1, 512, seed=0)
+        hutchinson(model, windows, min_probes=1, max_probes=2, progress=False,
+                   checkpointing=name.endswith("checkpointing"))
+    return {"loaded_mib": round(loaded), "seconds": time.perf_counter() - started,
+            "dtype": resolved}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--stage", help=argparse.SUPPRESS)  # a child process: one stage
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps({**stage(args.stage, args.dtype), "peak_mib": round(peak_mib())}))
+        return
+    env = dict(os.environ)
+    env.setdefault("SAMREPRO_CACHE_DIR", tempfile.mkdtemp(prefix="samrepro-memory-"))
+    print(f"{'stage':26s} {'dtype':9s} {'peak RSS MiB':>12s} {'after load':>10s} {'seconds':>8s}")
+    for name in args.stages.split(","):
+        if name not in STAGES:
+            sys.exit(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
+        done = subprocess.run([sys.executable, __file__, "--stage", name, "--dtype", args.dtype],
+                              env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"stage {name} failed:\n{done.stderr[-3000:]}")
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name:26s} {r['dtype']:9s} {r['peak_mib']:12d} {r.get('loaded_mib', ''):>10} "
+              f"{r['seconds']:8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
