@@ -19,7 +19,6 @@ from .files import write_json, write_text
 from .hardware import default_device, machine
 from .provenance import code_hash, git_commit, versions, warn_if_versions_differ
 from .settings import SETTING_KEYS, results_dir
-from .settings import config, settings  # noqa: F401  (tests/test_standin.py imports them from here)
 
 
 def paper_reference() -> dict:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from samrepro.data import load_corpus
 from samrepro.models import STANDIN, STANDIN_CHECKPOINT, default_calibration, load_model, prunable_linears
-from samrepro.report import config, settings
+from samrepro.settings import config, settings
 from samrepro.standin import TrainConfig, _opt_like, pruning_check, train
 
 NSAMPLES, WINDOWS = 8, 8  # the pruning-sensitivity test's calibration and evaluation windows
