@@ -2,7 +2,8 @@
 that change float rounding (recorded in each run's provenance and identity).
 
 `auto` (the default dtype) picks bf16 where the device has a bf16 matrix unit: a CPU with
-AMX-BF16 or AVX512-BF16 (~13× the fp32 matmul rate on 2 cores) or a CUDA GPU of compute
+AMX-BF16 or AVX512-BF16 (measured on 2 cores: a forward 3–5× fp32 with AMX, ~2× with
+AVX512-BF16 alone; results/embedded/TIMINGS.md) or a CUDA GPU of compute
 capability 8.0 and up; fp16 on older GPUs; fp32 on a CPU without bf16 instructions. Only the
 model's weights and forwards use it: Hessians and the solver stay in fp32 (hessian, solver).
 """

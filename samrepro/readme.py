@@ -107,7 +107,7 @@ def _cell(text: str) -> str:
 
 
 def _settings_line(results: Path) -> str:
-    """The sizes the table notebooks ran at, from table1.json's settings."""
+    """The sizes the table notebooks ran at (table1.json's) and the seeds of every result."""
     path = results / "table1.json"
     if not path.exists():
         return ""
@@ -122,14 +122,23 @@ def _settings_line(results: Path) -> str:
         parts.append(f"{s['eval_windows']} evaluation windows a dataset")
     if s.get("probes"):
         parts.append(f"Hutchinson estimates from up to {s['probes']} probes")
-    seeds = s.get("seeds")
-    if isinstance(seeds, list):
-        parts.append(f"{len(seeds)} calibration seeds ({', '.join(map(str, seeds))})")
-    elif isinstance(seeds, int):
-        parts.append(f"{seeds} calibration seeds")
-    else:
-        parts.append("one run per arm (no repeated seeds)")
-    return "Settings of the table notebooks: " + "; ".join(parts) + "."
+    parts.append(_seeds_by_result(results))
+    return ("Settings (those of table1; each result records its own): " + "; ".join(parts) + ".")
+
+
+def _seeds_by_result(results: Path) -> str:
+    """How many calibration seeds each result ran (they may differ: a larger count costs more)."""
+    groups: dict[str, list[str]] = {}
+    for path in sorted(results.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "settings" not in data:
+            continue
+        seeds = data["settings"].get("seeds")
+        count = len(seeds) if isinstance(seeds, list) else seeds
+        key = f"{count} calibration seeds" if isinstance(count, int) and count > 1 else \
+            "one run per arm"
+        groups.setdefault(key, []).append(path.stem)
+    return "; ".join(f"{key} ({', '.join(names)})" for key, names in groups.items())
 
 
 def claims_block(results: Path | None = None) -> str:
