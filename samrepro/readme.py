@@ -90,7 +90,7 @@ def claim_rows(results: Path) -> list[dict]:
                          "verdict": str(claim["verdict"]), "cells": cells(claim),
                          "counts": counts(claim),
                          "evidence": [str(e) for e in claim.get("evidence") or []],
-                         "settings": data.get("settings", {})})
+                         "settings": data.get("settings", {}), "preset": data.get("preset")})
 
     def order(row):
         base = row["claim"].split("-")[0]
@@ -106,14 +106,14 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _settings_line(results: Path) -> str:
-    """The sizes the table notebooks ran at (table1.json's) and the seeds of every result."""
-    path = results / "table1.json"
-    if not path.exists():
+def _settings_line(rows: list[dict]) -> str:
+    """The sizes the table notebooks ran at (table1's) and the seeds of every result, from the
+    settings each claim row carries."""
+    by_result = {r["source"]: r for r in rows}
+    if "table1" not in by_result:
         return ""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    s = data.get("settings", {})
-    parts = [f"preset `{data.get('preset', '?')}`"]
+    s = by_result["table1"]["settings"]
+    parts = [f"preset `{by_result['table1']['preset'] or '?'}`"]
     if s.get("models"):
         parts.append("models " + ", ".join(f"`{m}`" for m in s["models"]))
     if s.get("nsamples") and s.get("seqlen"):
@@ -122,23 +122,15 @@ def _settings_line(results: Path) -> str:
         parts.append(f"{s['eval_windows']} evaluation windows a dataset")
     if s.get("probes"):
         parts.append(f"Hutchinson estimates from up to {s['probes']} probes")
-    parts.append(_seeds_by_result(results))
-    return ("Settings (those of table1; each result records its own): " + "; ".join(parts) + ".")
-
-
-def _seeds_by_result(results: Path) -> str:
-    """How many calibration seeds each result ran (they may differ: a larger count costs more)."""
-    groups: dict[str, list[str]] = {}
-    for path in sorted(results.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if "settings" not in data:
-            continue
-        seeds = data["settings"].get("seeds")
+    groups: dict[str, list[str]] = {}  # the seed count of each result (a larger one costs more)
+    for source in sorted(by_result):
+        seeds = by_result[source]["settings"].get("seeds")
         count = len(seeds) if isinstance(seeds, list) else seeds
         key = f"{count} calibration seeds" if isinstance(count, int) and count > 1 else \
             "one run per arm"
-        groups.setdefault(key, []).append(path.stem)
-    return "; ".join(f"{key} ({', '.join(names)})" for key, names in groups.items())
+        groups.setdefault(key, []).append(source)
+    parts += [f"{key} ({', '.join(names)})" for key, names in groups.items()]
+    return "Settings (those of table1; each result records its own): " + "; ".join(parts) + "."
 
 
 def claims_block(results: Path | None = None) -> str:
@@ -152,7 +144,7 @@ def claims_block(results: Path | None = None) -> str:
             if (results / f"{r['source']}.md").exists() else f"`{r['source']}.json`"
         lines.append(f"| {r['claim']} | {_cell(r['statement'])} | {verdict_text(r)} | "
                      f"{_cell(first)} | {link} |")
-    settings = _settings_line(results)
+    settings = _settings_line(rows)
     return "\n".join(lines + ([""] + [settings] if settings else [])) + "\n"
 
 

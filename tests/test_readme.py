@@ -108,6 +108,19 @@ def test_both_claim_formats_are_read(tmp_path):
     assert "ptb: −1.2% [−2.5%, +0.1%]" in block and "`x.json`" in block
 
 
+def test_the_settings_line_lists_each_results_seed_count(tmp_path):
+    claim = [{"claim": "C1", "statement": "s", "verdict": "holds", "evidence": ["e"]}]
+    for name, seeds in (("table1", 5), ("table4", 3), ("figure1", 3), ("table3", None)):
+        settings = {"nsamples": 16, "seqlen": 512, **({"seeds": seeds} if seeds else {})}
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"preset": "embedded", "settings": settings, "claims": claim}))
+    line = readme.claims_block(tmp_path).splitlines()[-1]
+    assert line.startswith("Settings (those of table1; each result records its own): "
+                           "preset `embedded`; 16 calibration windows of 512 tokens; ")
+    assert "3 calibration seeds (figure1, table4)" in line
+    assert "5 calibration seeds (table1)" in line and "one run per arm (table3)" in line
+
+
 def test_the_gpu_tables_come_from_the_memory_model():
     from samrepro.memory import GIB, estimate_memory, estimate_time
 

@@ -49,6 +49,12 @@ def _lower(rows, models, ours: dict, theirs: dict) -> list[bool]:
     return wins
 
 
+def _scored_streams(rows, models, **where) -> int:
+    """How many (model, stream) perplexities the rows matching `where` hold (NaN: not scored)."""
+    scored = [_pick(rows, model=m, **where) for m in models]
+    return sum(len([k for k in PPL if k in r and r[k] == r[k]]) for r in scored)
+
+
 def test_table1_verdicts_and_sparsities():
     result = _load("table1")
     rows, models, p = result["rows"], result["settings"]["models"], result["settings"]["sparsities"][0]
@@ -57,8 +63,7 @@ def test_table1_verdicts_and_sparsities():
     c2 = "C2" if mixed == "paper" else f"C2-{mixed}"
     if "cells" in result["claims"][0]:  # interval verdicts: test_three_valued_cells_… checks them
         cells = {c["claim"]: len(c["cells"]) for c in result["claims"]}
-        scored = [_pick(rows, model=m, allocation="uniform", saliency="obs") for m in models]
-        streams = sum(len([k for k in PPL if k in r and r[k] == r[k]]) for r in scored)
+        streams = _scored_streams(rows, models, allocation="uniform", saliency="obs")
         assert cells == {"C1": streams, c2: 2 * streams}  # one cell a model and stream
     else:  # single runs, compared by sign
         assert claims["C1"] == _verdict(_lower(rows, models, {"allocation": "uniform", "saliency": "isc"},
@@ -80,8 +85,7 @@ def test_table2_verdict_and_sparsities():
     rows, models, p = result["rows"], result["settings"]["models"], result["settings"]["sparsities"][0]
     if "cells" in result["claims"][0]:  # interval verdicts: T2 split in two, one cell a model
         # and stream (test_three_valued_cells_… checks the cells)
-        scored = [_pick(rows, model=m, method="ours") for m in models]
-        streams = sum(len([k for k in PPL if k in r and r[k] == r[k]]) for r in scored)
+        streams = _scored_streams(rows, models, method="ours")
         assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {
             "T2-magnitude": streams, "T2-sparsegpt": streams}
     else:  # single runs, compared by sign
@@ -118,8 +122,7 @@ def test_table4_verdict_and_compression_ratios():
     result = _load("table4")
     rows, models = result["rows"], result["settings"]["models"]
     if "cells" in result["claims"][0]:  # interval verdicts: one cell a model and stream
-        scored = [_pick(rows, model=m, method="ours+gptq") for m in models]
-        streams = sum(len([k for k in PPL if k in r and r[k] == r[k]]) for r in scored)
+        streams = _scored_streams(rows, models, method="ours+gptq")
         assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {"C4": streams}
     else:  # single runs, compared by sign
         assert _claims(result)["C4"] == _verdict(
