@@ -62,6 +62,8 @@ $(NOTEBOOKS): setup
 	mkdir -p results/$(PRESET)
 	$(RUN_IN_VENV) $(BIN)/papermill --cwd notebooks notebooks/$@.ipynb \
 		results/$(PRESET)/$@.ipynb -p preset $(PRESET)
+	$(BIN)/python -c 'import sys; from samrepro.report import tidy_notebook; tidy_notebook(sys.argv[1])' \
+		results/$(PRESET)/$@.ipynb
 
 notebooks: $(NOTEBOOKS)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from importlib import resources
 from pathlib import Path
@@ -139,6 +140,56 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
     lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2), "```", ""]
     write_text(folder / f"{name}.md", "\n".join(lines))
     return folder
+
+
+def tidy_notebook(path: str | os.PathLike) -> Path:
+    """Keep only the last state of each progress-bar line in an executed notebook's text
+    streams, as a terminal shows them. Progress bars redraw a line with a carriage return on
+    every update; lm-evaluation-harness draws several bars a run, so an executed table3
+    notebook stores thousands of redraws (1.3 MB of stderr). The Makefile tidies each output
+    notebook after papermill; nothing but stream text changes."""
+    path = Path(path)
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    for cell in notebook.get("cells", []):
+        outputs = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and outputs \
+                    and outputs[-1].get("output_type") == "stream" \
+                    and outputs[-1].get("name") == out.get("name"):
+                outputs[-1]["text"] = _text(outputs[-1]) + _text(out)  # one stream, one text
+            else:
+                outputs.append(out)
+        for out in outputs:
+            if out.get("output_type") == "stream":
+                out["text"] = _last_redraws(_text(out))
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in outputs if o.get("output_type") != "stream" or o["text"]]
+    return write_text(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+
+
+def _text(stream_output: dict) -> str:
+    text = stream_output.get("text", "")
+    return text if isinstance(text, str) else "".join(text)
+
+
+def _last_redraws(text: str) -> str:
+    """`text` as a terminal ends up showing it: a carriage return goes back to the start of
+    the line, which the next characters overwrite; the cursor-up code (nested bars) goes one
+    line up; blank lines go."""
+    lines, row, col = [""], 0, 0
+    for token in re.split(r"(\r|\n|\x1b\[A)", text):
+        if token == "\n":
+            row, col = row + 1, 0
+        elif token == "\r":
+            col = 0
+        elif token == "\x1b[A":
+            row = max(0, row - 1)
+        elif token:
+            lines += [""] * (row + 1 - len(lines))
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + token + line[col + len(token):]
+            col += len(token)
+    return "".join(f"{line.rstrip()}\n" for line in lines if line.strip())
 
 
 def write_paper(folder: Path | None = None) -> Path:

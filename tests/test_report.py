@@ -184,3 +184,32 @@ def test_every_table_and_figure_notebook_plans_first_at_the_paper_preset():
         settings_cell = next("".join(c["source"]) for c in cells
                              if "settings.settings(" in "".join(c["source"]))
         assert 'if s["preset"] == "paper"' in settings_cell and "plan.show(s" in settings_cell, path.name
+
+
+def test_tidy_notebook_keeps_the_last_redraw_of_each_progress_bar_line(tmp_path):
+    import json
+
+    def stream(text, name="stderr"):
+        return {"name": name, "output_type": "stream", "text": text}
+
+    result = {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+              "data": {"text/plain": ["42"]}}
+    cells = [{"cell_type": "code", "source": "", "metadata": {}, "execution_count": 1, "outputs": [
+        stream(["\r", "run:   0%| 0/2"]), stream("\r"), stream("run:  50%| 1/2"),
+        # a nested bar one line down, returning with the cursor-up code
+        stream("\n\rtask: 1/3\x1b[A"), stream("\n\rtask: 3/3\x1b[A"),
+        stream("\rrun: 100%| 2/2\n\n"), stream("kept as printed\n", "stdout"), result,
+        stream(["\rshort\rlonger line\rmid"])]},
+        {"cell_type": "markdown", "source": "text", "metadata": {}}]
+    path = tmp_path / "out.ipynb"
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                "nbformat_minor": 5}))
+    report.tidy_notebook(path)
+    tidied = json.loads(path.read_text())["cells"]
+    outputs = tidied[0]["outputs"]
+    assert [o.get("name", o["output_type"]) for o in outputs] == [
+        "stderr", "stdout", "execute_result", "stderr"]
+    assert outputs[0]["text"] == "run: 100%| 2/2\ntask: 3/3\n"
+    assert outputs[1]["text"] == "kept as printed\n" and outputs[2] == result
+    assert outputs[3]["text"] == "midger line\n"  # what a terminal would show
+    assert tidied[1] == cells[1]
