@@ -6,7 +6,8 @@ Each stage runs in a fresh process, so its peak resident set (the kernel's high-
 ru_maxrss) is its own: loading the embedded model (SmolLM2-135M); scoring 8 windows of 512
 tokens of WikiText-2 a batch of 4 (the run's evaluation batch); a SparseGPT 50% pass at
 16 × 512; one Hutchinson probe on one 512-token window, as run and with decoder layers
-recomputed in the backward (`checkpointing`); and a whole run as `make table1` does one
+recomputed in the backward (`checkpointing`), its window shortened by `--probe-seqlen` (the
+double backward's attention maps grow with its square, the rest linearly); and a whole run as `make table1` does one
 (experiments.run: Hutchinson estimate, mixed allocation, pruning and three evaluation
 streams). A notebook's kernel holds the largest of these. Needs SAMREPRO_DATA_DIR.
 """
@@ -27,7 +28,7 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def stage(name: str, dtype: str) -> dict:
+def stage(name: str, dtype: str, probe_seqlen: int = 512) -> dict:
     import torch
 
     from samrepro.data import calibration_windows, eval_stream
@@ -63,7 +64,7 @@ def stage(name: str, dtype: str) -> dict:
     elif name.startswith("hutchinson"):
         from samrepro.sensitivity import hutchinson
 
-        windows, _ = calibration_windows("c4", tokenizer, 1, 512, seed=0)
+        windows, _ = calibration_windows("c4", tokenizer, 1, probe_seqlen, seed=0)
         hutchinson(model, windows, min_probes=1, max_probes=2, progress=False,
                    checkpointing=name.endswith("checkpointing"))
     return {"loaded_mib": round(loaded), "seconds": time.perf_counter() - started,
@@ -74,10 +75,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--probe-seqlen", type=int, default=512,
+                        help="the Hutchinson stages' window (the estimates use 512)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)  # a child process: one stage
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps({**stage(args.stage, args.dtype), "peak_mib": round(peak_mib())}))
+        print(json.dumps({**stage(args.stage, args.dtype, args.probe_seqlen),
+                          "peak_mib": round(peak_mib())}))
         return
     env = dict(os.environ)
     env.setdefault("SAMREPRO_CACHE_DIR", tempfile.mkdtemp(prefix="samrepro-memory-"))
@@ -85,7 +89,8 @@ def main() -> None:
     for name in args.stages.split(","):
         if name not in STAGES:
             sys.exit(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
-        done = subprocess.run([sys.executable, __file__, "--stage", name, "--dtype", args.dtype],
+        done = subprocess.run([sys.executable, __file__, "--stage", name, "--dtype", args.dtype,
+                               "--probe-seqlen", str(args.probe_seqlen)],
                               env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"stage {name} failed:\n{done.stderr[-3000:]}")
