@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .errors import UserError
-from .experiments import RunConfig, needs_calibration, run
-from .models import TINY, default_calibration, default_evaluation
+from .experiments import RunConfig, run
+from .models import default_calibration, default_evaluation
 from .presets import preset, split_model
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
@@ -60,16 +59,10 @@ def config(s: dict, model_spec: str, **fields) -> RunConfig:
     fields.setdefault("eval", default_evaluation(name))
     if fields.get("allocation", "uniform") != "uniform":  # α: the mixed ones' range (§4)
         fields.setdefault("alpha", s.get("alpha"))
-    cfg = RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],
-                    eval_windows=s["eval_windows"], estimator=s["estimator"],
-                    probes=s["probes"], rel_tol=s["rel_tol"], batch_size=s["batch_size"],
-                    **fields)
-    if not needs_calibration(cfg) and name not in TINY:
-        # a dense checkpoint draws nothing from its seed (evaluation windows and tasks are
-        # fixed): one run serves every seed of a table, from the cache (only the random
-        # tiny test models are built from the seed)
-        cfg = replace(cfg, seed=0)
-    return cfg
+    return RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],
+                     eval_windows=s["eval_windows"], estimator=s["estimator"],
+                     probes=s["probes"], rel_tol=s["rel_tol"], batch_size=s["batch_size"],
+                     **fields)
 
 
 def run_all(s: dict, configs: list[RunConfig], desc: str = "runs") -> list[dict]:

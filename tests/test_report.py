@@ -213,13 +213,3 @@ def test_tidy_notebook_keeps_the_last_redraw_of_each_progress_bar_line(tmp_path)
     assert outputs[1]["text"] == "kept as printed\n" and outputs[2] == result
     assert outputs[3]["text"] == "midger line\n"  # what a terminal would show
     assert tidied[1] == cells[1]
-
-
-def test_a_dense_checkpoint_runs_once_for_every_seed_and_whatever_draws_keeps_its_seed():
-    s = settings.settings("embedded")
-    dense = [settings.config(s, "embedded", sparsity=0.0, seed=k) for k in range(3)]
-    assert {c.seed for c in dense} == {0} and len({c.key()["seed"] for c in dense}) == 1
-    assert settings.config(s, "embedded", sparsity=0.5, seed=2).seed == 2  # calibrates
-    assert settings.config(s, "embedded", sparsity=0.0, wbits=4, seed=2).seed == 2  # quantizes
-    # a random tiny test model is built from its seed: dense runs differ
-    assert settings.config(s, "tiny-opt", sparsity=0.0, seed=2).seed == 2
