@@ -6,8 +6,8 @@ Each stage runs in a fresh process, so its peak resident set (the kernel's high-
 ru_maxrss) is its own: loading the embedded model (SmolLM2-135M); scoring 8 windows of 512
 tokens of WikiText-2 a batch of 4 (the run's evaluation batch); a SparseGPT 50% pass at
 16 × 512; one Hutchinson probe on one 512-token window, as run and with decoder layers
-recomputed in the backward (`checkpointing`), its window shortened by `--probe-seqlen` (the
-double backward's attention maps grow with its square, the rest linearly); and a whole run as `make table1` does one
+recomputed in the backward (`checkpointing`), at `--probe-seqlen` tokens (512 in the
+estimates; measured, the peak grows linearly with it); and a whole run as `make table1` does one
 (experiments.run: Hutchinson estimate, mixed allocation, pruning and three evaluation
 streams). A notebook's kernel holds the largest of these. Needs SAMREPRO_DATA_DIR.
 """

@@ -39,7 +39,8 @@ PRESETS: dict[str, dict] = {
         "estimator": "hutchinson", "probes": 16, "rel_tol": 0.2, "seeds": 3,
         "sparsities": [0.5, 0.6, 0.7], "figure3_sparsities": [0.5, 0.6, 0.7, 0.8],
         # allocations.ipynb: the method's saliency only (8 allocations × 3 sparsities × seeds,
-        # ~2 min a SmolLM2 run); Table 1 crosses the paper's allocations with OBS too
+        # ~2.5 min a SmolLM2 run on AVX512-BF16); Table 1 crosses the paper's allocations
+        # with OBS too
         "allocation_saliencies": ["isc"],
         "zero_shot_limit": 10,  # documents a task: ~15 CPU-minutes a model for both settings
         "zero_shot_settings": ["zero-shot", "leaderboard"],

@@ -148,28 +148,24 @@ def tidy_notebook(path: str | os.PathLike) -> Path:
     every update; lm-evaluation-harness draws several bars a run, so an executed table3
     notebook stores thousands of redraws (1.3 MB of stderr). The Makefile tidies each output
     notebook after papermill; nothing but stream text changes."""
+    import nbformat
+
     path = Path(path)
-    notebook = json.loads(path.read_text(encoding="utf-8"))
-    for cell in notebook.get("cells", []):
+    notebook = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    for cell in notebook.cells:
         outputs = []
         for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and outputs \
-                    and outputs[-1].get("output_type") == "stream" \
-                    and outputs[-1].get("name") == out.get("name"):
-                outputs[-1]["text"] = _text(outputs[-1]) + _text(out)  # one stream, one text
+            if out.output_type == "stream" and outputs and outputs[-1].output_type == "stream" \
+                    and outputs[-1].name == out.name:
+                outputs[-1].text += out.text  # consecutive writes to one stream: one text
             else:
                 outputs.append(out)
         for out in outputs:
-            if out.get("output_type") == "stream":
-                out["text"] = _last_redraws(_text(out))
+            if out.output_type == "stream":
+                out.text = _last_redraws(out.text)
         if "outputs" in cell:
-            cell["outputs"] = [o for o in outputs if o.get("output_type") != "stream" or o["text"]]
-    return write_text(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-
-
-def _text(stream_output: dict) -> str:
-    text = stream_output.get("text", "")
-    return text if isinstance(text, str) else "".join(text)
+            cell.outputs = [o for o in outputs if o.output_type != "stream" or o.text]
+    return write_text(path, nbformat.writes(notebook))
 
 
 def _last_redraws(text: str) -> str:
