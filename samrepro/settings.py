@@ -66,8 +66,15 @@ def config(s: dict, model_spec: str, **fields) -> RunConfig:
 
 
 def run_all(s: dict, configs: list[RunConfig], desc: str = "runs") -> list[dict]:
-    """Run (or read from the cache) every config, with a progress bar over them."""
-    results = []
-    for cfg in tqdm(configs, desc=desc):
-        results.append(run(cfg, s["data_dir"], s["device"], progress=False))
-    return results
+    """Run (or read from the cache) every config, with a progress bar over them (and none
+    inside them: transformers' bar over each model's weights would print one a run)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return [run(cfg, s["data_dir"], s["device"], progress=False)
+                for cfg in tqdm(configs, desc=desc)]
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

@@ -217,3 +217,17 @@ def test_tidy_notebook_keeps_the_last_redraw_of_each_progress_bar_line(tmp_path)
     assert text(outputs[1]) == "kept as printed\n" and outputs[2] == result
     assert text(outputs[3]) == "midger line\n"  # what a terminal would show
     assert tidied[1] == {**cells[1], "source": ["text"]}
+
+
+def test_run_all_hides_the_per_model_loading_bar_and_restores_it(monkeypatch):
+    """One bar over a notebook's runs; transformers' bar over each model's weights would print
+    one more a run into the output notebook."""
+    from transformers.utils import logging as hf_logging
+
+    inside = []
+    monkeypatch.setattr(settings, "run", lambda cfg, *a, **k: inside.append(
+        hf_logging.is_progress_bar_enabled()) or {"config": cfg})
+    hf_logging.enable_progress_bar()
+    s = settings.settings("smoke", models=["tiny-opt"])
+    assert settings.run_all(s, ["a", "b"]) == [{"config": "a"}, {"config": "b"}]
+    assert inside == [False, False] and hf_logging.is_progress_bar_enabled()
