@@ -6,11 +6,9 @@
 A generated block sits between the lines `<!-- samrepro.readme:NAME -->` and
 `<!-- /samrepro.readme:NAME -->`; everything else in the files is left as it is. Blocks:
 
-- `claims`: the results at a glance, one row per claim of every results/embedded/*.json.
-  Two claim formats are read. Statistical verdicts (docs/method.md §7): {"claim",
-  "statement", "verdict", "counts": {"holds", "fails", "inconclusive"}, "evidence"}. The
-  earlier single-run verdicts: {"claim", "statement", "verdict": "holds" | "does not hold" |
-  "partly (k of n)", "evidence"}, where a cell either holds or not (no interval).
+- `claims`: the results at a glance, one row per claim of every results/embedded/*.json, each
+  a statistical verdict (docs/method.md §7): {"claim", "statement", "verdict",
+  "counts": {"holds", "fails", "inconclusive"}, "evidence"}.
 - `gpu`, `gpu-all`: predicted memory (samrepro.memory.estimate_memory) and projected time
   (samrepro.memory.estimate_time, with the probe cost measured in results/embedded/scaling.json)
   at the paper's protocol, for the paper's models and for every model the estimate knows.
@@ -35,43 +33,17 @@ CLAIM_ORDER = ("C1", "C2", "C3", "C4", "C5", "C6", "T2", "T3")
 # the table notebooks first, then the other results, as a reader meets them
 SOURCE_ORDER = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
                 "allocations")
-PARTLY = re.compile(r"^partly \((\d+) of (\d+)\)$")
 BLOCK = re.compile(r"(<!-- samrepro\.readme:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
                    r"(<!-- /samrepro\.readme:(?P=name) -->)", re.S)
 
 
 # ---- claims ---------------------------------------------------------------------------------
 
-def counts(claim: dict) -> dict | None:
-    """{"holds", "fails", "inconclusive"} of a statistical verdict; None for a single-run one."""
-    found = claim.get("counts")
-    if isinstance(found, dict):
-        return {k: int(found.get(k, 0)) for k in ("holds", "fails", "inconclusive")}
-    return None
-
-
-def cells(claim: dict) -> str:
-    """How the claim's cells came out, in words."""
-    c = counts(claim)
-    if c is not None:
-        return f"{c['holds']} hold · {c['fails']} fail · {c['inconclusive']} inconclusive"
-    n = len(claim.get("evidence") or [])
-    verdict = str(claim.get("verdict", ""))
-    match = PARTLY.match(verdict)
-    if match:
-        return f"{match.group(1)} of {match.group(2)} hold (single runs)"
-    if verdict == "holds":
-        return f"{n} of {n} hold (single runs)"
-    if verdict == "does not hold":
-        return f"0 of {n} hold (single runs)"
-    return f"{n} cells"
-
-
-def verdict_text(row: dict) -> str:
-    """The verdict as the table shows it: the results' own words, and for a single-run verdict
-    the note that no interval stands behind it."""
-    text = f"**{_cell(row['verdict'])}**"
-    return text if row["counts"] is not None else f"{text} (single runs)"
+def _check_counts(path: Path, claim: dict) -> None:
+    """A claim carries its cells' outcome counts; a results file from before intervals does not."""
+    if not isinstance(claim.get("counts"), dict):
+        raise SystemExit(f"{path}: claim {claim.get('claim')!r} has no verdict counts (written "
+                         "before verdicts had intervals); re-run its notebook")
 
 
 def claim_rows(results: Path) -> list[dict]:
@@ -85,10 +57,10 @@ def claim_rows(results: Path) -> list[dict]:
         if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
             continue
         for claim in data["claims"]:
+            _check_counts(path, claim)
             rows.append({"source": path.stem, "claim": str(claim["claim"]),
                          "statement": str(claim.get("statement", "")),
-                         "verdict": str(claim["verdict"]), "cells": cells(claim),
-                         "counts": counts(claim),
+                         "verdict": str(claim["verdict"]),
                          "evidence": [str(e) for e in claim.get("evidence") or []],
                          "settings": data.get("settings", {}), "preset": data.get("preset")})
 
@@ -142,7 +114,7 @@ def claims_block(results: Path | None = None) -> str:
         first = r["evidence"][0] if r["evidence"] else ""
         link = f"[{r['source']}.md]({RESULTS.as_posix()}/{r['source']}.md)" \
             if (results / f"{r['source']}.md").exists() else f"`{r['source']}.json`"
-        lines.append(f"| {r['claim']} | {_cell(r['statement'])} | {verdict_text(r)} | "
+        lines.append(f"| {r['claim']} | {_cell(r['statement'])} | **{_cell(r['verdict'])}** | "
                      f"{_cell(first)} | {link} |")
     settings = _settings_line(rows)
     return "\n".join(lines + ([""] + [settings] if settings else [])) + "\n"

@@ -56,7 +56,7 @@ def test_the_results_table_shows_every_claim_of_results_with_its_verdict_and_num
     for source, claim in claims:
         rows = [r for r in table if r[0] == claim["claim"] and source in r[4]]
         first = (claim.get("evidence") or [""])[0]
-        shown = f"**{claim['verdict']}**" + ("" if "counts" in claim else " (single runs)")
+        shown = f"**{claim['verdict']}**"
         matching = [r for r in rows if r[2] == shown
                     and r[3] == first.replace("|", "\\|").replace("\n", " ")]
         assert matching, f"{source} {claim['claim']}: not in the README as in results/"
@@ -89,27 +89,24 @@ def test_a_changed_result_changes_the_block(tmp_path):
     assert "**holds**" in readme.claims_block(copy).splitlines()[2]
 
 
-def test_both_claim_formats_are_read(tmp_path):
-    claims = [
-        {"claim": "C1", "statement": "ISC beats OBS at uniform sparsity", "verdict": "partly (1 of 2)",
-         "evidence": ["a 1.0 vs 2.0", "b 3.0 vs 2.0"]},
-        {"claim": "C2", "statement": "mixed beats uniform", "verdict": "does not hold",
-         "evidence": ["c"]},
-        {"claim": "T2-sparsegpt", "statement": "the method beats SparseGPT",
-         "verdict": "inconclusive", "counts": {"holds": 1, "fails": 0, "inconclusive": 3},
-         "evidence": ["ptb: −1.2% [−2.5%, +0.1%]"]},
-    ]
+def test_claims_are_read_in_the_papers_order_and_old_single_run_files_are_refused(tmp_path):
+    counts = {"holds": 1, "fails": 0, "inconclusive": 3}
+    claims = [{"claim": c, "statement": "s", "verdict": "holds 1, fails 0, inconclusive 3",
+               "counts": counts, "evidence": [f"{c}: −1.2% [−2.5%, +0.1%]"]}
+              for c in ("T2-sparsegpt", "C2", "C1")]
     (tmp_path / "x.json").write_text(json.dumps({"claims": claims}))
-    rows = readme.claim_rows(tmp_path)
-    assert [r["claim"] for r in rows] == ["C1", "C2", "T2-sparsegpt"]
-    assert [r["cells"] for r in rows] == ["1 of 2 hold (single runs)", "0 of 1 hold (single runs)",
-                                         "1 hold · 0 fail · 3 inconclusive"]
+    assert [r["claim"] for r in readme.claim_rows(tmp_path)] == ["C1", "C2", "T2-sparsegpt"]
     block = readme.claims_block(tmp_path)
-    assert "ptb: −1.2% [−2.5%, +0.1%]" in block and "`x.json`" in block
+    assert "C1: −1.2% [−2.5%, +0.1%]" in block and "`x.json`" in block
+    del claims[1]["counts"]  # a verdict without its counts: the format before intervals
+    (tmp_path / "x.json").write_text(json.dumps({"claims": claims}))
+    with pytest.raises(SystemExit, match="'C2' has no verdict counts.*re-run its notebook"):
+        readme.claim_rows(tmp_path)
 
 
 def test_the_settings_line_lists_each_results_seed_count(tmp_path):
-    claim = [{"claim": "C1", "statement": "s", "verdict": "holds", "evidence": ["e"]}]
+    claim = [{"claim": "C1", "statement": "s", "verdict": "holds 1, fails 0, inconclusive 0",
+              "counts": {"holds": 1, "fails": 0, "inconclusive": 0}, "evidence": ["e"]}]
     for name, seeds in (("table1", 5), ("table4", 3), ("figure1", 3), ("table3", None)):
         settings = {"nsamples": 16, "seqlen": 512, **({"seeds": seeds} if seeds else {})}
         (tmp_path / f"{name}.json").write_text(json.dumps(

@@ -23,30 +23,10 @@ def _load(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _verdict(wins: list[bool]) -> str:
-    if not wins:
-        return "not tested"
-    if all(wins):
-        return "holds"
-    return "does not hold" if not any(wins) else f"partly ({sum(wins)} of {len(wins)})"
-
-
-def _claims(result: dict) -> dict[str, str]:
-    return {c["claim"]: c["verdict"] for c in result["claims"]}
-
-
 def _pick(rows, **where) -> dict:
     found = [r for r in rows if all(r[k] == v for k, v in where.items())]
     assert len(found) == 1, where
     return found[0]
-
-
-def _lower(rows, models, ours: dict, theirs: dict) -> list[bool]:
-    wins = []
-    for m in models:
-        a, b = _pick(rows, model=m, **ours), _pick(rows, model=m, **theirs)
-        wins += [a[c] < b[c] for c in PPL if c in a and a[c] == a[c]]
-    return wins
 
 
 def _scored_streams(rows, models, **where) -> int:
@@ -58,20 +38,12 @@ def _scored_streams(rows, models, **where) -> int:
 def test_table1_verdicts_and_sparsities():
     result = _load("table1")
     rows, models, p = result["rows"], result["settings"]["models"], result["settings"]["sparsities"][0]
-    claims = _claims(result)
     mixed = result["settings"]["allocation"]
     c2 = "C2" if mixed == "paper" else f"C2-{mixed}"
-    if "cells" in result["claims"][0]:  # interval verdicts: test_three_valued_cells_… checks them
-        cells = {c["claim"]: len(c["cells"]) for c in result["claims"]}
-        streams = _scored_streams(rows, models, allocation="uniform", saliency="obs")
-        assert cells == {"C1": streams, c2: 2 * streams}  # one cell a model and stream
-    else:  # single runs, compared by sign
-        assert claims["C1"] == _verdict(_lower(rows, models, {"allocation": "uniform", "saliency": "isc"},
-                                               {"allocation": "uniform", "saliency": "obs"}))
-        wins = [w for sal in ("obs", "isc") for w in _lower(
-            rows, models, {"allocation": mixed, "saliency": sal},
-            {"allocation": "uniform", "saliency": sal})]
-        assert claims[c2] == _verdict(wins)
+    # one cell a model and stream (test_three_valued_cells_… checks the cells' outcomes)
+    cells = {c["claim"]: len(c["cells"]) for c in result["claims"]}
+    streams = _scored_streams(rows, models, allocation="uniform", saliency="obs")
+    assert cells == {"C1": streams, c2: 2 * streams}
     assert {r["allocation"] for r in rows} == {"uniform", mixed}
     for row in rows:
         if row["allocation"] == "paper":  # Algorithm 1 as printed drifts from p (either way)
@@ -83,15 +55,10 @@ def test_table1_verdicts_and_sparsities():
 def test_table2_verdict_and_sparsities():
     result = _load("table2")
     rows, models, p = result["rows"], result["settings"]["models"], result["settings"]["sparsities"][0]
-    if "cells" in result["claims"][0]:  # interval verdicts: T2 split in two, one cell a model
-        # and stream (test_three_valued_cells_… checks the cells)
-        streams = _scored_streams(rows, models, method="ours")
-        assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {
-            "T2-magnitude": streams, "T2-sparsegpt": streams}
-    else:  # single runs, compared by sign
-        wins = [w for base in ("sparsegpt", "magnitude")
-                for w in _lower(rows, models, {"method": "ours"}, {"method": base})]
-        assert _claims(result)["T2"] == _verdict(wins)
+    # T2 split in two, one cell a model and stream (test_three_valued_cells_… checks the cells)
+    streams = _scored_streams(rows, models, method="ours")
+    assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {
+        "T2-magnitude": streams, "T2-sparsegpt": streams}
     for row in rows:
         if row["method"] == "dense":
             assert row["achieved_sparsity"] < 0.01
@@ -108,25 +75,15 @@ def test_table3_verdict_and_averages():
     for row in rows:
         assert row["avg"] == pytest.approx(sum(row[t] for t in tasks) / 4, abs=1e-2)
         assert all(0 <= row[t] <= 100 for t in tasks)
-    if "cells" in result["claims"][0]:  # paired per document: the cells' intervals are checked
-        # by test_three_valued_cells_…; one cell a model and setting
-        assert len(result["claims"][0]["cells"]) == len(models) * len(result["settings"]["zero_shot_settings"])
-        return
-    wins = [round(_pick(rows, model=m, method="ours-exact", setting=s)["avg"]
-                  - _pick(rows, model=m, method="sparsegpt", setting=s)["avg"], 1) > 0
-            for m in models for s in result["settings"]["zero_shot_settings"]]
-    assert _claims(result)["T3"] == _verdict(wins)
+    # paired per document, one cell a model and setting (test_three_valued_cells_… checks them)
+    assert len(result["claims"][0]["cells"]) == len(models) * len(result["settings"]["zero_shot_settings"])
 
 
 def test_table4_verdict_and_compression_ratios():
     result = _load("table4")
     rows, models = result["rows"], result["settings"]["models"]
-    if "cells" in result["claims"][0]:  # interval verdicts: one cell a model and stream
-        streams = _scored_streams(rows, models, method="ours+gptq")
-        assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {"C4": streams}
-    else:  # single runs, compared by sign
-        assert _claims(result)["C4"] == _verdict(
-            _lower(rows, models, {"method": "ours+gptq"}, {"method": "sparsegpt+gptq"}))
+    streams = _scored_streams(rows, models, method="ours+gptq")  # one cell a model and stream
+    assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {"C4": streams}
     for row in rows:
         assert row["ratio"] == pytest.approx(16 / row["wbits"] / (1 - row["sparsity"]), abs=0.01)
         if row["method"] == "ours+gptq":  # Algorithm 1 as printed drifts from p (either way)
@@ -139,25 +96,18 @@ def test_table4_verdict_and_compression_ratios():
 
 def test_figure3_verdict():
     result = _load("figure3")
-    rows, wins, slopes = result["rows"], [], []
+    rows, slopes = result["rows"], []
     ps = result["settings"]["figure3_sparsities"]
     for m in result["settings"]["models"]:
-        gaps, logs = [], []
-        for p in ps:
-            ours, sg = (_pick(rows, model=m, method=x, sparsity=p)["ptb"] for x in ("ours", "sparsegpt"))
-            gaps.append((sg - ours) / sg)
-            logs.append(math.log(ours / sg))
-        wins += [b > a for a, b in zip(gaps, gaps[1:])]
+        logs = [math.log(_pick(rows, model=m, method="ours", sparsity=p)["ptb"]
+                         / _pick(rows, model=m, method="sparsegpt", sparsity=p)["ptb"]) for p in ps]
         # the least-squares slope of log(ppl ours / ppl SparseGPT) against sparsity: each row's
         # perplexity is exp(mean NLL over seeds and windows), so its log-ratio is the mean gain
         mean_p, mean_log = statistics.mean(ps), statistics.mean(logs)
         slopes.append(sum((p - mean_p) * (y - mean_log) for p, y in zip(ps, logs))
                       / sum((p - mean_p) ** 2 for p in ps))
-    if "cells" in result["claims"][0]:  # a trend with its interval, one cell a model
-        cells = result["claims"][0]["cells"]
-        assert [c["slope"] for c in cells] == pytest.approx(slopes, rel=1e-6, abs=1e-9)
-    else:  # single runs: the gain grows at each step
-        assert _claims(result)["C3"] == _verdict(wins)
+    cells = result["claims"][0]["cells"]  # a trend with its interval, one cell a model
+    assert [c["slope"] for c in cells] == pytest.approx(slopes, rel=1e-6, abs=1e-9)
 
 
 def _above_every(value, others) -> str:
@@ -177,39 +127,27 @@ def _outcomes(result: dict) -> list[str]:
 
 def test_figure1_and_figure2_verdicts():
     layers = _load("figure1")
-    wins, outcomes = [], []
+    outcomes = []  # first and last layer each above every middle layer, with standard errors
     for m in layers["settings"]["models"]:
         rows = sorted((r for r in layers["rows"] if r["model"] == m), key=lambda r: r["index"])
-        traces = [r["trace"] for r in rows]  # first, …, last
-        median = statistics.median(traces)
-        wins += [traces[0] > median, traces[-1] > median]
         middle = [(r["trace"], r["stderr"]) for r in rows[1:-1]]
         outcomes += [_above_every((r["trace"], r["stderr"]), middle) for r in (rows[0], rows[-1])]
-    if "cells" in layers["claims"][0]:  # with standard errors: above every middle layer
-        assert _outcomes(layers) == outcomes
-    else:  # single runs: above the median layer
-        assert _claims(layers)["C5"] == _verdict(wins)
+    assert _outcomes(layers) == outcomes
 
     matrices = _load("figure2")
-    wins, outcomes = [], []
+    outcomes = []  # v_proj and the down projection each above every other type
     for m in matrices["settings"]["models"]:
         by_type = {}
         for r in matrices["rows"]:
             if r["model"] == m:
-                by_type.setdefault(r["type"], []).append((r["trace"], r.get("stderr")))
-        means = sorted(by_type, key=lambda t: -statistics.mean(x for x, _ in by_type[t]))
+                by_type.setdefault(r["type"], []).append((r["trace"], r["stderr"]))
         down = "fc2" if "fc2" in by_type else "down_proj"  # OPT's down projection
-        wins += [t in means[:2] for t in ("v_proj", down)]
-        if all(se is not None for v in by_type.values() for _, se in v):
-            # a type's mean over layers, with the standard error of that mean
-            typed = {t: (statistics.mean(x for x, _ in v),
-                         math.sqrt(sum(se ** 2 for _, se in v)) / len(v)) for t, v in by_type.items()}
-            outcomes += [_above_every(typed[t], [typed[o] for o in typed if o not in (t, partner)])
-                         for t, partner in (("v_proj", down), (down, "v_proj"))]
-    if "cells" in matrices["claims"][0]:
-        assert _outcomes(matrices) == outcomes
-    else:
-        assert _claims(matrices)["C6"] == _verdict(wins)
+        # a type's mean over layers, with the standard error of that mean
+        typed = {t: (statistics.mean(x for x, _ in v),
+                     math.sqrt(sum(se ** 2 for _, se in v)) / len(v)) for t, v in by_type.items()}
+        outcomes += [_above_every(typed[t], [typed[o] for o in typed if o not in (t, partner)])
+                     for t, partner in (("v_proj", down), (down, "v_proj"))]
+    assert _outcomes(matrices) == outcomes
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4"])
@@ -233,30 +171,22 @@ def test_the_paper_folder_holds_the_papers_numbers(name):
 def test_allocations_verdicts_and_sparsities():
     result = _load("allocations")
     rows, models = result["rows"], result["settings"]["models"]
-    claims = _claims(result)
-    if "cells" in result["claims"][0]:  # interval verdicts: one cell a model, sparsity,
-        # saliency and scored stream (test_three_valued_cells_… checks the cells)
-        saliencies = result["settings"]["allocation_saliencies"]
-        pairs = [(a, "uniform") for a in ("paper", "exact", "layer", "owl", "paper-code",
-                                          "random", "depth")] + [("exact", "random"), ("exact", "depth")]
-        expected = {}
-        for mixed, base in pairs:
-            label = ("C2" if mixed == "paper" else f"C2-{mixed}") if base == "uniform" \
-                else f"control-{base}"
-            expected[label] = sum(
-                _scored_streams([r for r in rows if r["sparsity"] == p], models,
-                                allocation=mixed, saliency=sal)
-                for p in result["settings"]["sparsities"] for sal in saliencies
-                if mixed != "paper-code" or p < 0.8)
-        assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == expected
-        assert {r["allocation"] for r in rows} == {"uniform", *(m for m, _ in pairs)}
-    else:  # single runs, compared by sign
-        for mixed in ("paper", "exact", "layer", "owl"):
-            wins = [w for p in result["settings"]["sparsities"] for sal in ("obs", "isc")
-                    for w in _lower([r for r in rows if r["sparsity"] == p], models,
-                                    {"allocation": mixed, "saliency": sal},
-                                    {"allocation": "uniform", "saliency": sal})]
-            assert claims["C2" if mixed == "paper" else f"C2-{mixed}"] == _verdict(wins)
+    # one cell a model, sparsity, saliency and scored stream (test_three_valued_cells_… checks
+    # the cells)
+    saliencies = result["settings"]["allocation_saliencies"]
+    pairs = [(a, "uniform") for a in ("paper", "exact", "layer", "owl", "paper-code",
+                                      "random", "depth")] + [("exact", "random"), ("exact", "depth")]
+    expected = {}
+    for mixed, base in pairs:
+        label = ("C2" if mixed == "paper" else f"C2-{mixed}") if base == "uniform" \
+            else f"control-{base}"
+        expected[label] = sum(
+            _scored_streams([r for r in rows if r["sparsity"] == p], models,
+                            allocation=mixed, saliency=sal)
+            for p in result["settings"]["sparsities"] for sal in saliencies
+            if mixed != "paper-code" or p < 0.8)
+    assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == expected
+    assert {r["allocation"] for r in rows} == {"uniform", *(m for m, _ in pairs)}
     for row in rows:  # what was counted after pruning is what the allocation planned
         assert row["achieved_sparsity"] == pytest.approx(row["planned_sparsity"], abs=1e-3)
         if row["allocation"] not in ("paper", "paper-code"):  # the two rank-linear
@@ -270,14 +200,11 @@ def _results_files() -> list[Path]:
 
 
 def test_three_valued_cells_follow_their_intervals_and_the_counts_follow_the_cells():
-    """In results written with intervals: a cell holds when its interval lies wholly below 0
-    (the claimed side), fails when wholly above, else is inconclusive; the claim's counts are
+    """A cell holds when its interval lies wholly below 0 (the claimed side), fails when wholly above, else is inconclusive; the claim's counts are
     its cells' outcomes. Written out here again, independently of samrepro.stats."""
     checked = 0
     for path in _results_files():
         for claim in json.loads(path.read_text())["claims"]:
-            if "cells" not in claim:
-                continue  # written before verdicts had intervals
             for cell in claim["cells"]:
                 if "low" in cell and "high" in cell:
                     low, high = cell["low"], cell["high"]
@@ -290,17 +217,15 @@ def test_three_valued_cells_follow_their_intervals_and_the_counts_follow_the_cel
                       for o in ("holds", "fails", "inconclusive")}
             assert claim["counts"] == counts, (path.name, claim["claim"])
             assert claim["verdict"] == ", ".join(f"{o} {n}" for o, n in counts.items())
-    if not checked:
-        pytest.skip("no committed result has interval verdicts yet")
+    assert checked, "no committed cell has an interval"
 
 
 def test_the_committed_results_come_from_one_version_of_the_code():
-    """Every results file that records the code hash (samrepro.provenance.code_hash) records
-    the same one: a table re-run after a change to the solver, beside tables made before it,
-    is a mix that this test reports. (Files written before hashes were recorded have none.)"""
+    """Every results file records the same code hash (samrepro.provenance.code_hash): a table
+    re-run after a change to the solver, beside tables made before it, is a mix that this test
+    reports, and so is a file without a hash (written before hashes were recorded)."""
     hashes = {}
     for path in _results_files():
-        code = json.loads(path.read_text()).get("code")
-        if code:
-            hashes.setdefault(code, []).append(path.name)
-    assert len(hashes) <= 1, f"results from several code versions: {hashes}"
+        hashes.setdefault(json.loads(path.read_text()).get("code"), []).append(path.name)
+    assert None not in hashes, f"results without a code hash (re-run them): {hashes[None]}"
+    assert len(hashes) == 1, f"results from several code versions: {hashes}"
