@@ -194,7 +194,6 @@ def test_allocations_verdicts_and_sparsities():
             assert row["achieved_sparsity"] == pytest.approx(row["sparsity"], abs=1e-3)
 
 
-
 def _results_files() -> list[Path]:
     return sorted(p for p in RESULTS.glob("*.json") if "rows" in json.loads(p.read_text()))
 
