@@ -46,6 +46,12 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
 
+def has_amx(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU has the AMX-BF16 tile unit, which makes one large bf16 product with
+    fp32 sums fast (hessian.HessianAccumulator takes that path only there)."""
+    return "amx_bf16" in (cpu_flags() if flags is None else flags)
+
+
 def fast_dtype(device: torch.device, flags: frozenset[str] | None = None) -> str:
     """The dtype `auto` stands for on `device` (see the module docstring)."""
     if device.type == "cuda":

@@ -12,6 +12,8 @@ import contextlib
 
 import torch
 
+from .hardware import has_amx
+
 BLOCK = 128  # H is symmetric: only its block-lower triangle is accumulated (~40% less work)
 
 
@@ -25,16 +27,19 @@ class HessianAccumulator:
     def add(self, inputs: torch.Tensor) -> None:
         """Fold in a batch of layer inputs of shape (..., in_features).
 
-        bf16 inputs (a bf16 model's activations) are multiplied on the CPU's bf16 matrix unit
-        with fp32 accumulation: a bf16 number times a bf16 number is exact in fp32, so H is
-        the fp32 H of those very inputs (only the order of the additions differs), ~3× faster.
+        bf16 inputs (a bf16 model's activations) on a CPU with AMX are multiplied on its bf16
+        matrix unit with fp32 accumulation: a bf16 number times a bf16 number is exact in
+        fp32, so H is the fp32 H of those very inputs (only the order of the additions
+        differs), ~3× faster. Without AMX that one product is slower than the fp32 block
+        triangle (9.2 s against 6.7 s a SmolLM2 pruning pass, AVX512-BF16 alone;
+        results/embedded/TIMINGS.md), which then takes the same exact products.
         """
         exact_in_bf16 = inputs.dtype == torch.bfloat16
         X = inputs.detach().reshape(-1, inputs.shape[-1]).to(self._lower.device, torch.float32)
         total = self.tokens + X.shape[0]
         # H_new = (n/(n+b))·H + (2/(n+b))·XᵀX: a running mean, no large sums in fp32
         self._lower.mul_(self.tokens / total)
-        if exact_in_bf16 and X.device.type == "cpu":
+        if exact_in_bf16 and X.device.type == "cpu" and has_amx():
             with _bf16_products():  # one whole product: the unit is fastest on one big GEMM
                 self._lower.addmm_(X.T, X, alpha=2.0 / total)
         else:

@@ -5,7 +5,7 @@ import torch
 
 from samrepro.errors import UserError
 from samrepro.experiments import RunConfig, on_device
-from samrepro.hardware import fast_dtype, resolve_dtype
+from samrepro.hardware import fast_dtype, has_amx, resolve_dtype
 
 
 def test_auto_is_bf16_on_a_cpu_with_a_bf16_unit_and_fp32_without():
@@ -14,6 +14,12 @@ def test_auto_is_bf16_on_a_cpu_with_a_bf16_unit_and_fp32_without():
     assert fast_dtype(cpu, frozenset({"avx512f", "avx512_bf16"})) == "bfloat16"
     assert fast_dtype(cpu, frozenset({"avx2", "avx512f", "fma"})) == "float32"
     assert fast_dtype(cpu, frozenset()) == "float32"
+
+
+def test_the_amx_unit_is_told_apart_from_avx512_bf16():
+    assert has_amx(frozenset({"avx2", "amx_bf16", "amx_tile"}))
+    assert not has_amx(frozenset({"avx512f", "avx512_bf16"}))
+    assert not has_amx(frozenset())
 
 
 def test_auto_follows_this_machines_flags(monkeypatch):

@@ -25,11 +25,16 @@ def test_accumulates_in_fp32_from_half_inputs():
     torch.testing.assert_close(acc.H, torch.full((4, 4), 2.0))
 
 
+@pytest.mark.parametrize("amx", [True, False])
 @pytest.mark.parametrize("features", [5, 300])
-def test_bf16_inputs_give_the_fp64_H_of_those_inputs(features):
-    """The bf16 path multiplies bf16 numbers exactly and adds in fp32: H equals the
-    float64 2XXᵀ/n of the bf16 inputs to fp32 accuracy (a product rounded to bf16 would be
-    off by ~1e-3)."""
+def test_bf16_inputs_give_the_fp64_H_of_those_inputs(features, amx, monkeypatch):
+    """Both paths for bf16 inputs (one product on the bf16 unit with AMX, else the fp32
+    block triangle) multiply bf16 numbers exactly and add in fp32: H equals the float64
+    2XXᵀ/n of the bf16 inputs to fp32 accuracy (a product rounded to bf16 would be off by
+    ~1e-3)."""
+    import samrepro.hessian
+
+    monkeypatch.setattr(samrepro.hessian, "has_amx", lambda: amx)
     g = torch.Generator().manual_seed(1)
     batches = [torch.randn(2, 64, features, generator=g).bfloat16() for _ in range(3)]
     acc = HessianAccumulator(features)
