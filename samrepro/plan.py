@@ -183,10 +183,9 @@ def resolve_dtype(dtype, machine: Machine) -> torch.dtype:
 def model_config(spec: str) -> dict:
     """The config.json fields of a model spec, without its weights: a folder holding
     config.json, one of the paper's models (memory.PAPER_MODELS or its hub id: no hub
-    needed), `embedded`, `opt-ptb-standin`, tiny-llama/tiny-opt, else the hub's config.json.
+    needed), `embedded`, the models trained on PTB (models.PTB_MODELS), tiny-llama/tiny-opt, else the hub's config.json.
     'NAME@N' keeps the first N decoder layers."""
-    from .models import EMBEDDED, STANDIN, STANDIN_CHECKPOINT, TINY, embedded_checkpoint, \
-        tiny_model
+    from .models import CHECKPOINTS, EMBEDDED, PTB_MODELS, TINY, embedded_checkpoint, tiny_model
     from .presets import split_model
 
     name, layers = split_model(spec)
@@ -200,8 +199,8 @@ def model_config(spec: str) -> dict:
         config = dict(memory.PAPER_MODELS[memory.HUB_IDS.get(name, name)])
     elif name == EMBEDDED:
         config = _read_config(embedded_checkpoint() / "config.json")
-    elif name == STANDIN:
-        config = _read_config(STANDIN_CHECKPOINT / "config.json")
+    elif name in PTB_MODELS:
+        config = _read_config(CHECKPOINTS / name / "config.json")
     elif name in TINY:
         config = tiny_model(name.removeprefix("tiny-")).config.to_dict()
     else:

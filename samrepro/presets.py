@@ -13,14 +13,15 @@ from .errors import UserError
 
 PRESETS: dict[str, dict] = {
     "smoke": {
-        # the OPT stand-in, a trained model whose perplexities pruning moves far apart
-        # (tests/regression/README.md), and the embedded model (a LLaMA) cut to 2 layers,
-        # which keeps the LLaMA code paths under the regression checks (its perplexities
-        # are at chance level: 2 of 30 layers predict nothing)
-        "models": ["opt-ptb-standin", "embedded@2"],
+        # a tiny OPT and a tiny LLaMA trained here on PTB (samrepro.standin, their model cards
+        # in samrepro/checkpoints/): a run takes seconds, and their perplexities are far from
+        # chance and far apart between the methods, so that a broken method moves the smoke
+        # regression values (tests/regression/README.md, tests/test_smoke_models.py)
+        "models": ["smoke-opt", "smoke-llama"],
         "nsamples": 8, "seqlen": 128, "eval_windows": 4, "batch_size": 8,
-        # a cut model has Hessian traces of either sign: the (≥ 0) Fisher proxy allocates
-        # the mixed rows here; Figure 1 still estimates Hutchinson's traces
+        # the mixed rows take the Fisher proxy (one backward a window, never negative: 4
+        # Hutchinson probes can give a small trace the wrong sign); Figures 1 and 2 estimate
+        # Hutchinson's traces
         "estimator": "fisher", "probes": 4, "rel_tol": 1.0, "seeds": 2,
         "sparsities": [0.5], "figure3_sparsities": [0.5, 0.8], "zero_shot_limit": 2,
         "zero_shot_settings": ["zero-shot"],  # the leaderboard's 25-shot prompts: unit tests

@@ -9,6 +9,8 @@ under samrepro/checkpoints/opt-ptb-standin/ and load offline as `load_model("opt
 It is trained for ~10 epochs of PTB train (bf16 autocast, fp32 master weights) so that it
 uses its capacity: pruning then hurts it the way it hurts real OPT models (issue 20; the
 model card and `check` give the dense / magnitude / Wanda / SparseGPT / method perplexities).
+The same code (`--family opt|llama`, `--name`) trains the smoke preset's two tiny models,
+`smoke-opt` and `smoke-llama` (tests/regression/README.md; their cards hold the commands).
 
     python -m samrepro.standin train --out DIR            # the committed checkpoint (~20 min)
     python -m samrepro.standin train --out DIR --steps 20  # a quick run
@@ -38,7 +40,7 @@ from .data import load_corpus, tokenize
 from .errors import UserError
 from .files import save_model, write_json, write_text
 from .models import STANDIN as NAME
-from .models import STANDIN_CHECKPOINT
+from .models import PTB_MODELS, STANDIN_CHECKPOINT
 SPECIAL = "</s>"  # OPT's BOS/EOS/PAD token; the tokenizer adds none by itself
 
 
@@ -46,10 +48,12 @@ SPECIAL = "</s>"  # OPT's BOS/EOS/PAD token; the tokenizer adds none by itself
 class TrainConfig:
     """Everything that determines the trained weights (with the data and the torch build)."""
 
+    family: str = "opt"  # "opt" (the stand-in) or "llama" (the smoke preset's LLaMA)
     vocab_size: int = 4096  # the tied output layer is a large share of each step's cost
     hidden: int = 192
     layers: int = 4
     heads: int = 4
+    kv_heads: int | None = None  # LLaMA's key/value heads (grouped-query attention); None: heads
     ffn: int = 768
     seqlen: int = 512  # training windows = the context = the embedded preset's eval windows
     batch: int = 8
@@ -93,19 +97,26 @@ def train_tokenizer(lines: list[str], vocab_size: int):
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, special_id: int):
-    """A freshly initialised OPTForCausalLM (pre-LayerNorm like OPT-125m, tied embeddings)."""
-    from transformers import OPTConfig, OPTForCausalLM
+    """A freshly initialised OPTForCausalLM (pre-LayerNorm like OPT-125m, tied embeddings), or
+    with `family="llama"` a LlamaForCausalLM (RMSNorm, rotary positions, SwiGLU MLP, tied)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
     torch.manual_seed(cfg.seed)
-    config = OPTConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, ffn_dim=cfg.ffn,
-                       num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-                       max_position_embeddings=cfg.seqlen, word_embed_proj_dim=cfg.hidden,
-                       do_layer_norm_before=True, enable_bias=True, dropout=cfg.dropout,
-                       attention_dropout=0.0, activation_dropout=0.0,
-                       bos_token_id=special_id,
-                       eos_token_id=special_id, pad_token_id=special_id,
-                       tie_word_embeddings=True)
-    return OPTForCausalLM(config)
+    ids = dict(bos_token_id=special_id, eos_token_id=special_id, pad_token_id=special_id,
+               tie_word_embeddings=True, vocab_size=vocab_size, hidden_size=cfg.hidden,
+               num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+               max_position_embeddings=cfg.seqlen)
+    if cfg.family == "llama":
+        if cfg.dropout:
+            raise UserError("LLaMA has no residual dropout: train it with --dropout 0")
+        return LlamaForCausalLM(LlamaConfig(intermediate_size=cfg.ffn,
+                                            num_key_value_heads=cfg.kv_heads or cfg.heads, **ids))
+    if cfg.family != "opt":
+        raise UserError(f"unknown family {cfg.family!r}: opt or llama")
+    return OPTForCausalLM(OPTConfig(ffn_dim=cfg.ffn, word_embed_proj_dim=cfg.hidden,
+                                    do_layer_norm_before=True, enable_bias=True,
+                                    dropout=cfg.dropout, attention_dropout=0.0,
+                                    activation_dropout=0.0, **ids))
 
 
 def unigram_perplexity(fit_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
@@ -197,7 +208,7 @@ def _train(cfg: TrainConfig, data_dir, progress: bool):
     valid = load_corpus("ptb", "validation", data_dir)
     valid_ids = tokenize(tokenizer, valid.text)
     model.train()
-    bar = tqdm(range(cfg.steps), desc="training the OPT stand-in", disable=not progress)
+    bar = tqdm(range(cfg.steps), desc=f"training ({cfg.family})", disable=not progress)
     for step in bar:
         starts = torch.randint(0, ids.numel() - cfg.seqlen, (cfg.batch,), generator=sampler)
         batch = torch.stack([ids[s:s + cfg.seqlen] for s in starts.tolist()])
@@ -231,7 +242,6 @@ def _train(cfg: TrainConfig, data_dir, progress: bool):
     # the unigram baseline scores the same predicted tokens (each window's first is context)
     windows = valid_ids[:ppl["windows"] * cfg.seqlen].view(ppl["windows"], cfg.seqlen)
     record = {
-        "name": NAME, "label": "STAND-IN for the OPT family (not an OPT checkpoint)",
         "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
         "train_tokens": ids.numel(), "tokens_seen": cfg.steps * cfg.batch * cfg.seqlen,
         "train_data": {"source": corpus.source, "lines": len(lines),
@@ -270,14 +280,19 @@ def _versions() -> dict:
     return found
 
 
-def save(model, tokenizer, record: dict, out: Path, command: str) -> Path:
-    """The checkpoint (fp16 safetensors, tokenizer), training.json, loss.{csv,png}, README.md."""
+SMOKE_LABEL = "a tiny test model of the smoke preset (not a model of the paper)"
+
+
+def save(model, tokenizer, record: dict, out: Path, command: str, name: str = NAME) -> Path:
+    """The checkpoint (fp16 safetensors, tokenizer), training.json, loss.{csv,png}, README.md.
+    `name`: the stand-in's, or one of the smoke preset's models (models.PTB_MODELS)."""
     model.half()
     try:
         save_model(model, tokenizer, out)
     finally:
         model.float()
-    record = {**record, "command": command}
+    label = "STAND-IN for the OPT family (not an OPT checkpoint)" if name == NAME else SMOKE_LABEL
+    record = {"name": name, "label": label, **record, "command": command}
     write_json(out / "training.json", record)
     render(record, out)
     return out
@@ -287,11 +302,12 @@ def render(record: dict, out: Path) -> None:
     """loss.csv, loss.png and README.md (the model card) from the training record."""
     write_text(out / "loss.csv", "step,loss\n" + "".join(
         f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(record["losses"])))
-    _plot_losses(record["losses"], record.get("valid_curve", []), out / "loss.png")
+    _plot_losses(record["losses"], record.get("valid_curve", []), out / "loss.png",
+                 f"{record['name']}: {record['label']}, PTB train")
     write_text(out / "README.md", model_card(record))
 
 
-def _plot_losses(losses: list[float], curve: list[dict], path: Path) -> None:
+def _plot_losses(losses: list[float], curve: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -308,7 +324,7 @@ def _plot_losses(losses: list[float], curve: list[dict], path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("nats/token")
     ax.set_ylim(top=min(8.5, max(losses)))
-    ax.set_title(f"{NAME}: a stand-in for the OPT family, PTB train")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -319,8 +335,10 @@ def model_card(r: dict) -> str:
     floor = "0" if c.get("min_lr", 0.1) == 0 else f"{c.get('min_lr', 0.1):g}× the peak"
     schedule = (f"AdamW (β 0.9/0.95, lr {c['lr']}, linear warm-up {c['warmup']} steps, cosine "
                 f"to {floor}, weight decay {c['weight_decay']} on the matrices, gradient "
-                f"clipping at 1.0), dropout {c.get('dropout', 0.0):g} (OPT's `dropout`: "
-                "embeddings and each block's output; no attention or activation dropout), "
+                "clipping at 1.0), "
+                + (f"dropout {c['dropout']:g} (OPT's `dropout`: embeddings and each block's "
+                   "output; no attention or activation dropout), " if c.get("dropout") else
+                   "no dropout, ")
                 + ("bf16 autocast with fp32 master weights" if c.get("bf16", 0) else "fp32"))
     curve = r.get("valid_curve") or []
     curve_text = "" if not curve else (
@@ -343,21 +361,16 @@ def model_card(r: dict) -> str:
         + "".join(f"| {label} | " + " | ".join(
             f"{row[str(p)]:.2f} ({row[str(p)] / check['dense'] - 1:+.0%})"
             for p in check["sparsities"]) + " |\n" for label, row in check["rows"].items())
-        + "\nIssue 20's bar (magnitude at least 25% worse than dense, and SparseGPT's increase "
-        "at most a third of magnitude's, as on real OPT models): " + "; ".join(
-            f"{'holds' if _opt_like(check, p) else 'does not hold'} at {p:.0%}"
-            for p in check["sparsities"]) + ".\n")
-    return f"""# {NAME}: a STAND-IN for the OPT family
+        + ("" if r["name"] != NAME else
+           "\nIssue 20's bar (magnitude at least 25% worse than dense, and SparseGPT's increase "
+           "at most a third of magnitude's, as on real OPT models): " + "; ".join(
+               f"{'holds' if _opt_like(check, p) else 'does not hold'} at {p:.0%}"
+               for p in check["sparsities"]) + ".\n"))
+    return f"""# {r['name']}: {r['label']}
 
-**This is not an OPT checkpoint.** It is a small `OPTForCausalLM` (the OPT architecture, with
-OPT's prunable linears q/k/v/out_proj/fc1/fc2, learned positions, pre-LayerNorm blocks, ReLU
-MLP) trained by samrepro on Penn Treebank, so that the pruning methods can be exercised on an
-OPT-architecture model with learned weights offline, where no OPT checkpoint can be
-downloaded. It knows only PTB's vocabulary and style (lower case, `<unk>`, `N` for numbers):
-its WikiText-2 and C4 perplexities mean little.
+{_about(r)}
 
-- architecture: {c['layers']} decoder layers, hidden {c['hidden']}, {c['heads']} heads, ffn {c['ffn']},
-  context {c['seqlen']}, pre-LayerNorm, tied embeddings; {r['parameters']:,} parameters,
+- architecture: {_architecture(c)}; {r['parameters']:,} parameters,
   stored in fp16 (`model.safetensors`), loaded as fp32
 - tokenizer: byte-level BPE, {c['vocab_size']} tokens, trained on the same PTB train text; adds no BOS
 - data: PTB train only, {r['train_data']['source']} ({r['train_data']['lines']} lines stripped and joined
@@ -383,6 +396,31 @@ Made with (from the repository root):
 `training.json` holds the full record (config, versions, per-step losses, the valid curve);
 `loss.csv` and `loss.png` the loss curve.
 """
+
+
+def _about(r: dict) -> str:
+    if r["name"] == NAME:
+        return """**This is not an OPT checkpoint.** It is a small `OPTForCausalLM` (the OPT architecture, with
+OPT's prunable linears q/k/v/out_proj/fc1/fc2, learned positions, pre-LayerNorm blocks, ReLU
+MLP) trained by samrepro on Penn Treebank, so that the pruning methods can be exercised on an
+OPT-architecture model with learned weights offline, where no OPT checkpoint can be
+downloaded. It knows only PTB's vocabulary and style (lower case, `<unk>`, `N` for numbers):
+its WikiText-2 and C4 perplexities mean little."""
+    family = "OPT" if r["config"].get("family", "opt") == "opt" else "LLaMA"
+    return f"""**A test model, not a model of the paper.** A tiny {family} trained by samrepro on Penn
+Treebank for the smoke preset (CI, nbval): it runs the {family} code paths in seconds, its
+perplexities are far from chance, and pruning moves them far apart (dense, SparseGPT,
+magnitude), so that the smoke regression checks see a broken method
+(tests/regression/README.md). It knows only PTB's vocabulary and style."""
+
+
+def _architecture(c: dict) -> str:
+    common = (f"{c['layers']} decoder layers, hidden {c['hidden']}, {c['heads']} heads, "
+              f"ffn {c['ffn']}, context {c['seqlen']}")
+    if c.get("family", "opt") == "opt":
+        return f"`OPTForCausalLM`, {common}, pre-LayerNorm, learned positions, tied embeddings"
+    return (f"`LlamaForCausalLM`, {common}, {c.get('kv_heads') or c['heads']} key/value heads, "
+            "RMSNorm, rotary positions, SwiGLU MLP, tied embeddings")
 
 
 def _opt_like(check: dict, p: float) -> bool | None:
@@ -436,12 +474,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m samrepro.standin",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train the OPT stand-in on PTB train and save it")
+    p = sub.add_parser("train", help="train the OPT stand-in (or a smoke model) on PTB train "
+                       "and save it")
     p.add_argument("--out", required=True, help="a new folder for the checkpoint")
+    p.add_argument("--name", default=NAME, choices=PTB_MODELS,
+                   help="which committed model this is (its model card's title)")
     p.add_argument("--data-dir", default=None, help="local data folder (else SAMREPRO_DATA_DIR)")
     p.add_argument("--quiet", action="store_true")
     for name, value in asdict(TrainConfig()).items():
-        kind = float if isinstance(value, float) else int
+        kind = int if value is None else type(value)
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
     k = sub.add_parser("check", help="measure a checkpoint's sensitivity to pruning (dense, "
                        "magnitude, Wanda, SparseGPT, the method; PTB test) into its training.json "
@@ -461,9 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
         model, tokenizer, record = train(cfg, args.data_dir, not args.quiet)
         command = "python -m samrepro.standin " + " ".join(sys.argv[1:] if argv is None else argv)
-        save(model, tokenizer, record, out, command.strip())
+        save(model, tokenizer, record, out, command.strip(), args.name)
         v = record["valid"]
-        print(f"{NAME}: trained in {record['train_seconds']:.0f} s; PTB valid ppl {v['ppl']:.2f} "
+        print(f"{args.name}: trained in {record['train_seconds']:.0f} s; PTB valid ppl {v['ppl']:.2f} "
               f"(unigram {v['unigram_ppl']:.1f}); saved to {out}")
     except UserError as e:
         print(f"samrepro: error: {e}", file=sys.stderr)

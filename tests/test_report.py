@@ -37,9 +37,9 @@ def test_regression_check_fails_when_numbers_move(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMREPRO_UPDATE_REGRESSION", "1")
     report.check_regression(s, "t", df)
     monkeypatch.delenv("SAMREPRO_UPDATE_REGRESSION")
-    assert "within" in report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [10.1]}))
-    with pytest.raises(AssertionError, match="moved"):  # beyond the default 1.1%
-        report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [10.2]}))
+    assert "within" in report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [10.04]}))
+    with pytest.raises(AssertionError, match="moved"):  # beyond the default 0.5%
+        report.check_regression(s, "t", pd.DataFrame({"model": ["a"], "ppl": [10.06]}))
     # a table holding the first rows only (partial) is compared on those
     two = pd.DataFrame({"model": ["a", "b"], "ppl": [10.0, 20.0]})
     monkeypatch.setenv("SAMREPRO_UPDATE_REGRESSION", "1")
@@ -49,14 +49,6 @@ def test_regression_check_fails_when_numbers_move(tmp_path, monkeypatch):
         report.check_regression(s, "two", two.iloc[:1])
     assert "within" in report.check_regression(s, "two", two.iloc[:1], partial=True)
     assert "only at the smoke" in report.check_regression({"preset": "embedded"}, "t", df)
-
-    # a broken smoke model's perplexity (≥ 1e4) may move by tens of % across CPUs, not 3×
-    monkeypatch.setenv("SAMREPRO_UPDATE_REGRESSION", "1")
-    report.check_regression(s, "d", pd.DataFrame({"ppl": [1.0e8]}))
-    monkeypatch.delenv("SAMREPRO_UPDATE_REGRESSION")
-    assert "within" in report.check_regression(s, "d", pd.DataFrame({"ppl": [1.3e8]}))
-    with pytest.raises(AssertionError, match="moved"):
-        report.check_regression(s, "d", pd.DataFrame({"ppl": [3.0e8]}))
 
 
 def test_paper_reference_is_packaged():
@@ -145,10 +137,11 @@ def test_regression_atol_forgives_small_moves_near_zero_only(tmp_path, monkeypat
         report.check_regression(s, "table3", pd.DataFrame({"truthfulqa": [2.8], "piqa": [0.0]}))
 
 
-def test_the_opt_standin_is_calibrated_and_scored_on_ptb_only():
+def test_the_models_trained_on_ptb_are_calibrated_and_scored_on_ptb_only():
     s = settings.settings("smoke")
-    standin = settings.config(s, "opt-ptb-standin", sparsity=0.5)
-    assert (standin.calib, standin.eval) == ("ptb", ("ptb",))
+    for name in ("opt-ptb-standin", "smoke-opt", "smoke-llama"):
+        trained = settings.config(s, name, sparsity=0.5)
+        assert (trained.calib, trained.eval) == ("ptb", ("ptb",))
     llama = settings.config(s, "embedded@2", sparsity=0.5)
     assert (llama.calib, llama.eval) == ("c4", ("wikitext2", "ptb", "c4"))
     assert settings.config(s, "opt-ptb-standin", eval=()).eval == ()  # Table 3: no perplexity

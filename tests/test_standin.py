@@ -72,10 +72,11 @@ def test_committed_tokenizer_round_trips_ptb_text_and_adds_no_special_tokens(dat
     assert len(tokenizer.tokenize(" the <unk> was n't")) == 4  # PTB's units stay whole
 
 
-def test_training_is_deterministic(data_dir):
-    cfg = TrainConfig(vocab_size=300, hidden=32, layers=2, heads=4, ffn=64, seqlen=32, batch=2,
-                      steps=20, warmup=2, train_lines=400, valid_windows=4, dropout=0.1,
-                      eval_every=10, curve_windows=2)
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_training_is_deterministic(data_dir, family):
+    cfg = TrainConfig(family=family, vocab_size=300, hidden=32, layers=2, heads=4, ffn=64,
+                      seqlen=32, batch=2, steps=20, warmup=2, train_lines=400, valid_windows=4,
+                      dropout=0.1 if family == "opt" else 0.0, eval_every=10, curve_windows=2)
     threads = torch.get_num_threads()
     runs = [train(cfg, data_dir, progress=False) for _ in range(2)]
     assert torch.get_num_threads() == threads  # the process is left as it was
@@ -87,6 +88,7 @@ def test_training_is_deterministic(data_dir):
     assert r1["losses"] == r2["losses"] and len(r1["losses"]) == 20
     assert r1["valid_curve"] == r2["valid_curve"] and [e["step"] for e in r1["valid_curve"]] == [10, 20]
     assert r1["losses"][-1] < r1["losses"][0]  # it does learn
+    assert m1.config.model_type == family
     # a different seed gives different weights (the comparison above can fail)
     m3, _, _ = train(TrainConfig(**{**cfg.__dict__, "seed": 1}), data_dir, progress=False)
     assert not torch.equal(m3.state_dict()["lm_head.weight"], s1["lm_head.weight"])
@@ -126,3 +128,19 @@ def test_cli_prunes_the_stand_in_with_ptb_calibration_by_default(tmp_path):
     result = json.loads(out.read_text())
     assert result["config"]["calib"] == "ptb" and "ptb.train" in result["calibration_source"]
     assert abs(result["achieved_sparsity"] - 0.5) < 1e-3
+
+
+def test_cli_trains_a_smoke_llama_and_writes_its_model_card(tmp_path, data_dir):
+    from samrepro.standin import main
+
+    out = tmp_path / "smoke-llama"
+    assert main(["train", "--out", str(out), "--name", "smoke-llama", "--family", "llama",
+                 "--kv-heads", "2", "--vocab-size", "300", "--hidden", "32", "--layers", "1",
+                 "--ffn", "64", "--seqlen", "32", "--batch", "2", "--steps", "4", "--warmup", "1",
+                 "--dropout", "0", "--train-lines", "200", "--valid-windows", "2",
+                 "--eval-every", "0", "--data-dir", str(data_dir), "--quiet"]) == 0
+    card = (out / "README.md").read_text()
+    assert card.startswith("# smoke-llama: a tiny test model") and "LlamaForCausalLM" in card
+    assert "2 key/value heads" in card and "no dropout" in card
+    model, _ = load_model(str(out))
+    assert model.config.model_type == "llama" and model.config.num_key_value_heads == 2
