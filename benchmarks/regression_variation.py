@@ -72,10 +72,6 @@ def main() -> None:
         for label, (threads, env) in variants.items():
             cache = Path(scratch) / f"cache-{label.replace(' ', '-')}"
             cache.mkdir()
-            converted = Path(os.environ.get("SAMREPRO_CACHE_DIR")
-                             or Path.home() / ".cache" / "samrepro") / "smollm2-135m"
-            if converted.is_dir():
-                (cache / "smollm2-135m").symlink_to(converted.resolve())
             out = cache / "tables.json"
             subprocess.run([sys.executable, __file__, "--tables", args.tables, "--threads",
                             str(threads), "--out", str(out)], check=True,

@@ -42,6 +42,7 @@ from .files import save_model, write_json, write_text
 from .models import STANDIN as NAME
 from .models import PTB_MODELS, STANDIN_CHECKPOINT
 SPECIAL = "</s>"  # OPT's BOS/EOS/PAD token; the tokenizer adds none by itself
+FAMILIES = ("opt", "llama")
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,6 @@ def build_model(cfg: TrainConfig, vocab_size: int, special_id: int):
             raise UserError("LLaMA has no residual dropout: train it with --dropout 0")
         return LlamaForCausalLM(LlamaConfig(intermediate_size=cfg.ffn,
                                             num_key_value_heads=cfg.kv_heads or cfg.heads, **ids))
-    if cfg.family != "opt":
-        raise UserError(f"unknown family {cfg.family!r}: opt or llama")
     return OPTForCausalLM(OPTConfig(ffn_dim=cfg.ffn, word_embed_proj_dim=cfg.hidden,
                                     do_layer_norm_before=True, enable_bias=True,
                                     dropout=cfg.dropout, attention_dropout=0.0,
@@ -174,6 +173,8 @@ def train(cfg: TrainConfig, data_dir=None, progress: bool = True):
     """
     if cfg.steps < 1 or cfg.batch < 1 or cfg.seqlen < 2 or cfg.threads < 1:
         raise UserError("--steps, --batch and --threads must be at least 1, --seqlen at least 2")
+    if cfg.family not in FAMILIES:
+        raise UserError(f"unknown family {cfg.family!r}: {' or '.join(FAMILIES)}")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)

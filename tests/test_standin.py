@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from samrepro.data import load_corpus
-from samrepro.models import STANDIN, STANDIN_CHECKPOINT, default_calibration, load_model, prunable_linears
+from samrepro.errors import UserError
+from samrepro.models import (PTB_MODELS, STANDIN, STANDIN_CHECKPOINT, default_calibration,
+                             load_model, prunable_linears)
 from samrepro.settings import config, settings
 from samrepro.standin import TrainConfig, _opt_like, pruning_check, train
 
@@ -16,14 +18,17 @@ needs_checkpoint = pytest.mark.skipif(not (STANDIN_CHECKPOINT / "model.safetenso
                                       reason="the stand-in checkpoint is not committed yet")
 
 
-@needs_checkpoint
-def test_committed_checkpoint_loads_offline_in_fp32_and_beats_a_unigram_model(data_dir):
-    model, tokenizer = load_model(STANDIN)
-    assert type(model).__name__ == "OPTForCausalLM" and model.dtype == torch.float32
-    assert len(prunable_linears(model)) == 6 * model.config.num_hidden_layers
+@pytest.mark.parametrize("name", PTB_MODELS)
+def test_committed_checkpoint_loads_offline_in_fp32_and_beats_a_unigram_model(name, data_dir):
+    """Each model trained here on PTB (the stand-in, the smoke preset's two) loads offline and
+    predicts PTB valid far better than a unigram model, by a log-softmax computed here."""
+    model, tokenizer = load_model(name)
+    assert model.dtype == torch.float32
+    per_layer = {"opt": 6, "llama": 7}[model.config.model_type]
+    assert len(prunable_linears(model)) == per_layer * model.config.num_hidden_layers
     text = load_corpus("ptb", "validation", data_dir).text
     ids = torch.tensor(tokenizer(text)["input_ids"])
-    seqlen, k = 256, 4
+    seqlen, k = min(256, model.config.max_position_embeddings), 4
     windows = ids[:k * seqlen].view(k, seqlen)
     with torch.no_grad():
         logits = model(input_ids=windows).logits[:, :-1]
@@ -92,6 +97,11 @@ def test_training_is_deterministic(data_dir, family):
     # a different seed gives different weights (the comparison above can fail)
     m3, _, _ = train(TrainConfig(**{**cfg.__dict__, "seed": 1}), data_dir, progress=False)
     assert not torch.equal(m3.state_dict()["lm_head.weight"], s1["lm_head.weight"])
+
+
+def test_an_unknown_family_is_refused_before_any_training(data_dir):
+    with pytest.raises(UserError, match="unknown family 'gpt'"):
+        train(TrainConfig(family="gpt", steps=1), data_dir, progress=False)
 
 
 def test_the_training_loss_is_cross_entropy_with_its_gradient():
