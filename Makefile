@@ -4,6 +4,7 @@
 #   make demo       prune the embedded model to 50% with the CLI and evaluate its perplexity
 #   make test       run the test suite (unit tests, and every notebook at the smoke preset)
 #   make verify NOTEBOOK=table1   re-run a committed result and check it against its intervals
+#                                 (SEEDS=3: fewer calibration seeds than were committed)
 #   make lab        JupyterLab on notebooks/, with the .venv's Python as the kernel (offline)
 #   make readme     rewrite the README's generated blocks from results/ (samrepro.readme)
 # torch comes from TORCH_INDEX (the CPU build) when that index answers, else from pip's own
@@ -70,4 +71,4 @@ notebooks: $(NOTEBOOKS)
 # A reviewer's check: re-run one committed result from a scratch cache, compare cell by cell.
 NOTEBOOK ?= table1
 verify: setup
-	$(RUN_IN_VENV) $(BIN)/samrepro verify results/$(PRESET)/$(NOTEBOOK).json
+	$(RUN_IN_VENV) $(BIN)/samrepro verify results/$(PRESET)/$(NOTEBOOK).json $(if $(SEEDS),--seeds $(SEEDS))

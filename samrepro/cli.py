@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("results", help="a results JSON, e.g. results/embedded/table1.json")
     v.add_argument("--scratch", default=None, help="folder for the re-run (default: a new "
                                                    "temporary folder)")
+    v.add_argument("--seeds", type=int, default=None, help="calibration seeds for the re-run "
+                   "(default: as many as were committed; fewer is quicker and less decisive)")
 
     pl = sub.add_parser("plan", help="where each step of a run goes, its peak memory and time, "
                                      "and whether it fits: from config.json alone, no weights")
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "verify":
             from .verify import verify
 
-            return verify(args.results, args.scratch)
+            return verify(args.results, args.scratch, args.seeds)
         elif args.command == "plan":
             text, plans = run_plan(args)
             print(text)

@@ -7,6 +7,7 @@ import pytest
 
 from samrepro.cli import main
 from samrepro.errors import UserError
+from samrepro import verify as verify_module
 from samrepro.verify import compare, read_results
 
 RESULT = {"preset": "embedded", "settings": {"seeds": 3}, "rows": [
@@ -52,3 +53,60 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("samrepro: error:") and len(err.splitlines()) == 1
+
+
+def _cell(outcome, low, high, label="embedded ours vs sparsegpt ptb"):
+    return {"outcome": outcome, "low": low, "high": high, "change": (low + high) / 2,
+            "text": f"{label}: {100 * (low + high) / 2:+.2f}% [..] (3 seeds × 32 windows): {outcome}"}
+
+
+def _with_cells(*cells):
+    result = copy.deepcopy(RESULT)
+    result["claims"] = [{"claim": "T2-sparsegpt", "verdict": "…", "cells": list(cells)}]
+    return result
+
+
+@pytest.mark.parametrize("was, now, agree", [
+    (_cell("holds", -0.05, -0.01), _cell("holds", -0.06, -0.02), True),
+    # fewer seeds, a wider interval that straddles 0 but overlaps the committed one
+    (_cell("holds", -0.05, -0.01), _cell("inconclusive", -0.08, 0.02), True),
+    (_cell("inconclusive", -0.01, 0.03), _cell("fails", 0.002, 0.02), True),
+    # opposite decisions, or intervals apart, contradict the committed cell
+    (_cell("holds", -0.05, -0.01), _cell("fails", 0.01, 0.04), False),
+    (_cell("inconclusive", -0.01, 0.01), _cell("inconclusive", 0.02, 0.05), False),
+])
+def test_claim_cells_are_compared_by_outcome_and_interval(was, now, agree):
+    lines = compare(_with_cells(was), _with_cells(now))
+    cell_lines = [(ok, line) for ok, line in lines if "embedded ours vs sparsegpt ptb" in line]
+    assert len(cell_lines) == 1
+    assert cell_lines[0][0] is agree
+    assert ("DIFFERS" in cell_lines[0][1]) is (not agree)
+
+
+def test_the_tampered_claim_cell_is_named():
+    committed = _with_cells(_cell("holds", -0.05, -0.01),
+                            _cell("holds", -0.04, -0.02, label="embedded ours vs sparsegpt c4"))
+    fresh = copy.deepcopy(committed)
+    committed["claims"][0]["cells"][1].update(outcome="fails", low=0.01, high=0.03)  # tampered
+    bad = [line for ok, line in compare(committed, fresh) if not ok]
+    assert len(bad) == 1 and bad[0].startswith("claim T2-sparsegpt embedded ours vs sparsegpt c4:")
+
+
+def test_fewer_seeds_reach_the_notebook_and_bad_seeds_are_refused(tmp_path, monkeypatch):
+    results = tmp_path / "table2.json"
+    results.write_text(json.dumps(RESULT))
+    calls = []
+
+    def fake_run(args, check, env):  # stands in for papermill: writes what the notebook would
+        calls.append(args)
+        out = tmp_path / "scratch" / "results" / "embedded"
+        out.mkdir(parents=True)
+        (out / "table2.json").write_text(json.dumps(RESULT))
+
+    monkeypatch.setattr(verify_module.subprocess, "run", fake_run)
+    assert verify_module.verify(results, str(tmp_path / "scratch"), seeds=2) == 0
+    assert '{"seeds": 2}' in calls[0]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(UserError, match="seeds"):
+            verify_module.verify(results, str(tmp_path / "other"), seeds=bad)
+    assert not (tmp_path / "other").exists()  # refused before anything was written
