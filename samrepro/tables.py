@@ -15,7 +15,7 @@ from .claims import (above_all, document_scores, growing_gain, higher_accuracy,
                      lower_perplexity, verdict, window_nll)
 from .data import calibration_windows
 from .errors import UserError
-from .experiments import load, sensitivity_for
+from .experiments import load, needs_calibration, sensitivity_for
 from .hardware import default_device
 from .models import layer_of
 from .report import paper_reference
@@ -28,10 +28,16 @@ PPL = ("wikitext2", "ptb", "c4")
 
 def _arms(s: dict, arms: dict[tuple, dict], desc: str) -> dict[tuple, list[dict]]:
     """Run every arm (label → RunConfig fields, `model` among them) once per seed of the
-    settings: label → its runs in seed order. Arms share seeds, hence calibration windows."""
-    flat = [(label, seed) for label in arms for seed in range(s["seeds"])]
-    configs = [config(s, arms[label]["model"], **{k: v for k, v in arms[label].items() if k != "model"},
-                      seed=seed) for label, seed in flat]
+    settings: label → its runs in seed order. Arms share seeds, hence calibration windows.
+    An arm that reads no calibration data (the dense model) is the same run whatever the
+    seed: it runs once, and its row says 1 seed."""
+    def build(label, seed):
+        return config(s, arms[label]["model"], seed=seed,
+                      **{k: v for k, v in arms[label].items() if k != "model"})
+
+    flat = [(label, seed) for label in arms
+            for seed in range(s["seeds"] if needs_calibration(build(label, 0)) else 1)]
+    configs = [build(label, seed) for label, seed in flat]
     found: dict[tuple, list[dict]] = {}
     for (label, _), result in zip(flat, run_all(s, configs, desc=desc)):
         found.setdefault(label, []).append(result)
