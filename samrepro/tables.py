@@ -29,19 +29,27 @@ PPL = ("wikitext2", "ptb", "c4")
 def _arms(s: dict, arms: dict[tuple, dict], desc: str) -> dict[tuple, list[dict]]:
     """Run every arm (label → RunConfig fields, `model` among them) once per seed of the
     settings: label → its runs in seed order. Arms share seeds, hence calibration windows.
-    An arm that reads no calibration data (the dense model) is the same run whatever the
-    seed: it runs once, and its row says 1 seed."""
+    An arm that depends on no seed runs once (its row says 1 seed); a comparison with it pairs
+    that one run with each seed of the other arm (claims.window_nll broadcasts)."""
     def build(label, seed):
         return config(s, arms[label]["model"], seed=seed,
                       **{k: v for k, v in arms[label].items() if k != "model"})
 
     flat = [(label, seed) for label in arms
-            for seed in range(s["seeds"] if needs_calibration(build(label, 0)) else 1)]
+            for seed in range(1 if _seed_free(build(label, 0)) else s["seeds"])]
     configs = [build(label, seed) for label, seed in flat]
     found: dict[tuple, list[dict]] = {}
     for (label, _), result in zip(flat, run_all(s, configs, desc=desc)):
         found.setdefault(label, []).append(result)
     return found
+
+
+def _seed_free(c) -> bool:
+    """Whether a run reads nothing that a seed draws (calibration windows, probes), so that
+    every seed gives the same run: the dense model, and magnitude pruning at uniform sparsity
+    (pipeline.prune_model: no forward passes; measured identical weights over seeds)."""
+    uniform = c.allocation == "uniform" or c.nm is not None
+    return not needs_calibration(c) or (c.saliency == "magnitude" and uniform)
 
 
 def _row(results: list[dict], **labels) -> dict:

@@ -52,3 +52,19 @@ def test_one_more_right_answer_in_a_hundred_and_sixty_is_inconclusive(base):
     cell = higher_accuracy(_runs(ours), _runs(base), "zero-shot", TASKS, "one")
     assert cell["difference"] == pytest.approx(100 / 40 / 4)
     assert cell["outcome"] == "inconclusive"
+
+
+def test_a_seed_free_arm_pairs_with_every_seed_of_the_other():
+    """An arm run once (the dense model, magnitude at uniform sparsity: tables._seed_free)
+    against one run a seed gives what the same run repeated for every seed gives."""
+    from samrepro.claims import lower_perplexity
+
+    rng = np.random.default_rng(1)
+    windows = rng.normal(3.0, 0.3, 32)
+    ours = [{"perplexity": {"ptb": {"window_nll": list(windows + rng.normal(-0.05, 0.02, 32))}}}
+            for _ in range(4)]
+    once = [{"perplexity": {"ptb": {"window_nll": list(windows)}}}]
+    got = lower_perplexity(ours, once, ["ptb"], "x")[0]
+    want = lower_perplexity(ours, once * 4, ["ptb"], "x")[0]
+    assert (got["change"], got["low"], got["high"]) == (want["change"], want["low"], want["high"])
+    assert "(4 seeds × 32 windows)" in got["text"] and got["outcome"] == "holds"
