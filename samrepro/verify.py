@@ -67,7 +67,7 @@ def compare(committed: dict, fresh: dict) -> list[tuple[bool, str]]:
             continue
         for column, value in row.items():
             if column.endswith(("_low", "_high")) or not isinstance(value, (int, float)) \
-                    or isinstance(value, bool) or column == "sparsity":
+                    or isinstance(value, bool) or column in ("sparsity", "seeds"):
                 continue
             got = new.get(column)
             if got is None or (isinstance(value, float) and math.isnan(value)):

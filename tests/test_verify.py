@@ -21,6 +21,7 @@ RESULT = {"preset": "embedded", "settings": {"seeds": 3}, "rows": [
 def test_a_rerun_inside_every_interval_matches():
     fresh = copy.deepcopy(RESULT)
     fresh["rows"][0]["wikitext2"] = 71.5  # moved, but inside [69.8, 72.0]
+    fresh["rows"][1]["seeds"] = 2  # re-run with fewer seeds (verify --seeds 2)
     assert all(ok for ok, _ in compare(RESULT, fresh))
 
 
