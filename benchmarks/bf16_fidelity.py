@@ -9,14 +9,15 @@ cache (so the bf16 runs the notebooks made are reused). Prints per arm and strea
 dtype's perplexity with its 95% interval over seeds and windows (samrepro.stats), whether the
 bf16 mean falls inside the fp32 interval, and the paired change bf16/fp32 − 1 with its
 interval. Needs SAMREPRO_DATA_DIR (or the hub). At the embedded preset on a 2-core CPU
-without AMX, about 15 minutes a seed for the fp32 arms.
+without AMX the fp32 arms should take ~13 minutes a seed (estimated from their parts).
 """
 
 import argparse
 
 from samrepro.claims import window_nll
-from samrepro.settings import config, run_all, settings
+from samrepro.settings import settings
 from samrepro.stats import perplexity_interval, relative_change
+from samrepro.tables import run_arms
 
 
 def main() -> None:
@@ -31,15 +32,12 @@ def main() -> None:
             "sparsegpt": dict(sparsity=args.sparsity, saliency="obs"),
             "the method": dict(sparsity=args.sparsity, saliency=s["saliency"],
                                allocation=s["allocation"])}
-    runs = {}
-    for arm, fields in arms.items():
-        seeds = 1 if arm == "dense" else args.seeds  # the dense model reads no calibration
-        for dtype in ("float32", "bfloat16"):
-            configs = [config(s, args.model, seed=seed, dtype=dtype, **fields)
-                       for seed in range(seeds)]
-            runs[arm, dtype] = run_all(s, configs, desc=f"{arm}, {dtype}")
+    # as the tables run them: shared seeds, and the dense model (no calibration) run once
+    runs = run_arms(s, {(arm, dtype): dict(model=args.model, dtype=dtype, **fields)
+                        for arm, fields in arms.items() for dtype in ("float32", "bfloat16")},
+                    "fp32 and bf16 arms")
     print(f"{args.model} at the {args.preset} preset, {args.sparsity:.0%}, "
-          f"{args.seeds} seeds (dense: 1) × {s['eval_windows']} windows a stream")
+          f"{args.seeds} seeds × {s['eval_windows']} windows a stream (an arm no seed changes: 1)")
     for arm in arms:
         for stream in runs[arm, "float32"][0]["perplexity"]:
             fp32, bf16 = (window_nll(runs[arm, d], stream) for d in ("float32", "bfloat16"))
@@ -48,7 +46,8 @@ def main() -> None:
             inside = "inside" if a.low <= b.estimate <= a.high else "OUTSIDE"
             print(f"  {arm:10s} {stream:9s} fp32 {a.estimate:8.3f} [{a.low:.3f}, {a.high:.3f}]"
                   f"  bf16 {b.estimate:8.3f} ({inside} the fp32 interval)"
-                  f"  bf16/fp32 − 1: {change.estimate:+.2%} [{change.low:+.2%}, {change.high:+.2%}]")
+                  f"  bf16/fp32 − 1: {change.estimate:+.2%} "
+                  f"[{change.low:+.2%}, {change.high:+.2%}]")
 
 
 if __name__ == "__main__":
