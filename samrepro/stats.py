@@ -13,7 +13,7 @@ The interval: the grand mean m of d, with a standard error from two variance com
 the first carrying the seed-to-seed spread (calibration), the second the window-to-window
 spread (which evaluation text was sampled); and a Student t quantile with Satterthwaite's
 degrees of freedom. We use this rather than a two-level bootstrap because with the few seeds
-a CPU affords (2-5) a bootstrap over seeds has only a handful of distinct resamples and
+a CPU affords (2-10) a bootstrap over seeds has only a handful of distinct resamples and
 intervals that are too narrow; the t quantile widens them for few seeds, as it should
 (tests/test_stats.py checks the coverage on synthetic data with a known answer). A
 perplexity ratio is exp of a mean NLL difference, so the relative change exp(m) − 1 and its
