@@ -26,7 +26,7 @@ from .stats import average_interval, mean_interval, perplexity_interval
 PPL = ("wikitext2", "ptb", "c4")
 
 
-def _arms(s: dict, arms: dict[tuple, dict], desc: str) -> dict[tuple, list[dict]]:
+def run_arms(s: dict, arms: dict[tuple, dict], desc: str) -> dict[tuple, list[dict]]:
     """Run every arm (label → RunConfig fields, `model` among them) once per seed of the
     settings: label → its runs in seed order. Arms share seeds, hence calibration windows.
     An arm that depends on no seed runs once (its row says 1 seed); a comparison with it pairs
@@ -95,7 +95,7 @@ def table1(s: dict):
         raise UserError(f"Table 1 sets uniform against a mixed allocation: choose allocation "
                         f"from {', '.join(a for a in ALLOCATIONS if a != 'uniform')}")
     combos = [(alloc, sal) for alloc in ("uniform", mixed) for sal in ("obs", "isc")]
-    arms = _arms(s, {(m, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
+    arms = run_arms(s, {(m, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
                      for m in s["models"] for a, sal in combos}, "table 1")
     df = pd.DataFrame([_row(r, model=m, allocation=a, saliency=sal)
                        for (m, a, sal), r in arms.items()])
@@ -119,7 +119,7 @@ def table2(s: dict):
                "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours": dict(sparsity=p, **_method(s)),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
-    arms = _arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
+    arms = run_arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
                      for name in methods}, "table 2")
     df = pd.DataFrame([_row(r, model=m, method=name) for (m, name), r in arms.items()])
     claims = [verdict(f"T2-{base}", f"the method beats {label}",
@@ -146,7 +146,7 @@ def table3(s: dict):
     methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
     settings = tuple(s["zero_shot_settings"])
-    arms = _arms(s, {(m, name): dict(model=m, eval=(), tasks=tuple(ACCURACY), settings=settings,
+    arms = run_arms(s, {(m, name): dict(model=m, eval=(), tasks=tuple(ACCURACY), settings=settings,
                                      limit=s["zero_shot_limit"], **methods[name])
                      for m in s["models"] for name in methods}, "table 3")
     rows = []
@@ -176,7 +176,7 @@ def table4(s: dict):
                "gptq-3bit": dict(sparsity=0.0, wbits=3),
                "sparsegpt+gptq": dict(sparsity=p, wbits=4),
                "ours+gptq": dict(sparsity=p, wbits=4, **_method(s))}
-    arms = _arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
+    arms = run_arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
                      for name in methods}, "table 4")
     rows = []
     for (m, name), results in arms.items():
@@ -196,7 +196,7 @@ def figure3(s: dict):
     sparsities = s["figure3_sparsities"]
     methods = {"magnitude": dict(saliency="magnitude"), "sparsegpt": dict(saliency="obs"),
                "ours": _method(s)}
-    arms = _arms(s, {(m, name, p): dict(model=m, sparsity=p, **methods[name])
+    arms = run_arms(s, {(m, name, p): dict(model=m, sparsity=p, **methods[name])
                      for m in s["models"] for name in methods for p in sparsities}, "figure 3")
     df = pd.DataFrame([_row(r, model=m, method=name, sparsity=p)
                        for (m, name, p), r in arms.items()])
@@ -331,7 +331,7 @@ def allocations(s: dict):
     saliency at every sparsity of the preset: planned and achieved sparsity, perplexities;
     each against uniform, and the trace-based `exact` against the controls."""
     saliencies = s["allocation_saliencies"]
-    arms = _arms(s, {(m, p, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
+    arms = run_arms(s, {(m, p, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
                      for m in s["models"] for p in s["sparsities"] for a in ALLOCATIONS
                      for sal in saliencies if a != "paper-code" or p < 0.8}, "allocations")
     df = pd.DataFrame([{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal),

@@ -19,7 +19,7 @@ def test_an_arm_no_seed_changes_runs_once_and_the_others_once_a_seed(monkeypatch
             # ranked by a seeded sensitivity estimate: one run a seed
             "magnitude-mixed": dict(model="smoke-opt", sparsity=0.5, saliency="magnitude",
                                     allocation="exact")}
-    found = tables._arms(s, arms, "test")
+    found = tables.run_arms(s, arms, "test")
     assert [r["seed"] for r in found["dense"]] == [0]
     assert [r["seed"] for r in found["gptq"]] == [0, 1, 2]
     assert [r["seed"] for r in found["sparsegpt"]] == [0, 1, 2]
