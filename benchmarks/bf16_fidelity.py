@@ -9,7 +9,7 @@ cache (so the bf16 runs the notebooks made are reused). Prints per arm and strea
 dtype's perplexity with its 95% interval over seeds and windows (samrepro.stats), whether the
 bf16 mean falls inside the fp32 interval, and the paired change bf16/fp32 − 1 with its
 interval. Needs SAMREPRO_DATA_DIR (or the hub). At the embedded preset on a 2-core CPU
-without AMX the fp32 arms should take ~13 minutes a seed (estimated from their parts).
+without AMX, 3 seeds took 35 minutes (the fp32 arms; results/embedded/TIMINGS.md).
 """
 
 import argparse

@@ -96,7 +96,7 @@ def table1(s: dict):
                         f"from {', '.join(a for a in ALLOCATIONS if a != 'uniform')}")
     combos = [(alloc, sal) for alloc in ("uniform", mixed) for sal in ("obs", "isc")]
     arms = run_arms(s, {(m, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
-                     for m in s["models"] for a, sal in combos}, "table 1")
+                         for m in s["models"] for a, sal in combos}, "table 1")
     df = pd.DataFrame([_row(r, model=m, allocation=a, saliency=sal)
                        for (m, a, sal), r in arms.items()])
     name = "Algorithm 1 as printed" if mixed == "paper" else f"`{mixed}` allocation"
@@ -120,7 +120,7 @@ def table2(s: dict):
                "ours": dict(sparsity=p, **_method(s)),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
     arms = run_arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
-                     for name in methods}, "table 2")
+                         for name in methods}, "table 2")
     df = pd.DataFrame([_row(r, model=m, method=name) for (m, name), r in arms.items()])
     claims = [verdict(f"T2-{base}", f"the method beats {label}",
                       [c for m in s["models"] for c in _beats(arms, m, ("ours",), (base,),
@@ -146,9 +146,10 @@ def table3(s: dict):
     methods = {"dense": dict(sparsity=0.0), "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
     settings = tuple(s["zero_shot_settings"])
-    arms = run_arms(s, {(m, name): dict(model=m, eval=(), tasks=tuple(ACCURACY), settings=settings,
-                                     limit=s["zero_shot_limit"], **methods[name])
-                     for m in s["models"] for name in methods}, "table 3")
+    arms = run_arms(s, {(m, name): dict(model=m, eval=(), tasks=tuple(ACCURACY),
+                                        settings=settings, limit=s["zero_shot_limit"],
+                                        **methods[name])
+                         for m in s["models"] for name in methods}, "table 3")
     rows = []
     for (m, name), results in arms.items():
         for setting in settings:
@@ -177,7 +178,7 @@ def table4(s: dict):
                "sparsegpt+gptq": dict(sparsity=p, wbits=4),
                "ours+gptq": dict(sparsity=p, wbits=4, **_method(s))}
     arms = run_arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
-                     for name in methods}, "table 4")
+                         for name in methods}, "table 4")
     rows = []
     for (m, name), results in arms.items():
         bits, sparsity = methods[name].get("wbits", 16), methods[name]["sparsity"]
@@ -197,7 +198,7 @@ def figure3(s: dict):
     methods = {"magnitude": dict(saliency="magnitude"), "sparsegpt": dict(saliency="obs"),
                "ours": _method(s)}
     arms = run_arms(s, {(m, name, p): dict(model=m, sparsity=p, **methods[name])
-                     for m in s["models"] for name in methods for p in sparsities}, "figure 3")
+                         for m in s["models"] for name in methods for p in sparsities}, "figure 3")
     df = pd.DataFrame([_row(r, model=m, method=name, sparsity=p)
                        for (m, name, p), r in arms.items()])
     cells = [growing_gain({p: arms[(m, "ours", p)] for p in sparsities},
@@ -332,8 +333,8 @@ def allocations(s: dict):
     each against uniform, and the trace-based `exact` against the controls."""
     saliencies = s["allocation_saliencies"]
     arms = run_arms(s, {(m, p, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
-                     for m in s["models"] for p in s["sparsities"] for a in ALLOCATIONS
-                     for sal in saliencies if a != "paper-code" or p < 0.8}, "allocations")
+                         for m in s["models"] for p in s["sparsities"] for a in ALLOCATIONS
+                         for sal in saliencies if a != "paper-code" or p < 0.8}, "allocations")
     df = pd.DataFrame([{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal),
                         "planned_sparsity": round(float(np.mean([x["planned_sparsity"] for x in r])), 4)}
                        for (m, p, a, sal), r in arms.items()])
