@@ -9,12 +9,13 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     2 inputs: models, data
     3 per matrix: hessian, solver, sensitivity
     4 per model: allocation, pipeline, evaluate, resume, plan
-    5 a run: experiments
-    6 over runs: claims, settings
-    7 results: report, plots, verify
-    8 tables: tables, standin
-    9 commands: cli, readme, lab
-    10 entry points over the commands: distributed, __main__
+    5 estimates: estimators
+    6 a run: experiments
+    7 over runs: claims, settings
+    8 results: report, plots, verify
+    9 tables: tables, standin
+    10 commands: cli, readme, lab
+    11 entry points over the commands: distributed, __main__
 """
 
 __version__ = "0.1.0"

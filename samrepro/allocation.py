@@ -25,7 +25,9 @@ Controls (docs/method.md §4), which need no sensitivity:
 - `depth`: Algorithm 1 over decoder layers ranked by depth alone (the first layer keeps most).
 Both are shifted like `exact`, so that their overall sparsity is p.
 
-Also here: α's default and range (default_alpha, check_alpha), and the noise floor that turns
+Each is one registered rule (`@register(name, …)` with what it needs: Allocation); nothing
+outside this module branches on an allocation's name. Also here: α's default and range
+(default_alpha, check_alpha), and the noise floor that turns
 an estimate into the values the allocation ranks (traces, floored: a negative Hutchinson trace
 within NOISE_FLOOR standard errors of 0 counts as 0).
 """
@@ -34,21 +36,57 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
+from typing import Callable
 
 from .errors import UserError, check_sparsity
 from .models import layer_of
-
-ALLOCATIONS = ("uniform", "paper", "exact", "layer", "owl", "paper-code", "random", "depth")
-CONTROLS = ("random", "depth")  # allocations that read no sensitivity
-WITHOUT_ALPHA = ("uniform", "paper-code")  # allocations in which α plays no part
 
 ALPHA = 0.1  # the paper's α: every matrix's sparsity within p ± α
 OWL_LAMBDA = 0.08  # OWL's λ, the α of the `owl` allocation
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """A registered allocation: its rule and what it needs (docs/architecture.md).
+
+    `rule(scores, sizes, p, alpha, seed)` → {matrix: sparsity}; `scores` holds the estimate
+    it ranks (empty when `needs_estimate` is False). `estimator` names the estimate it ranks
+    when that is not the run's own (OWL ranks outlier counts); `uses_alpha` says whether α
+    plays a part (and is checked), `default_alpha` its value when none is given;
+    `max_sparsity` the sparsity at and above which the rule is undefined; `mixed`: matrices
+    may get different sparsities (every rule but uniform)."""
+
+    rule: Callable[..., dict[str, float]]
+    needs_estimate: bool = True
+    estimator: str | None = None
+    uses_alpha: bool = True
+    default_alpha: float = ALPHA
+    max_sparsity: float = 1.0
+    mixed: bool = True
+
+
+ALLOCATIONS: dict[str, Allocation] = {}  # name → Allocation, in the order registered
+
+
+def register(name: str, **needs):
+    """Decorator: add the rule it decorates to ALLOCATIONS under `name` (fields: Allocation)."""
+    def add(rule):
+        ALLOCATIONS[name] = Allocation(rule, **needs)
+        return rule
+    return add
+
+
+def allocation(name: str) -> Allocation:
+    """The registered allocation `name`, or a UserError listing the known ones."""
+    if name not in ALLOCATIONS:
+        raise UserError(f"unknown allocation {name!r}: choose from {', '.join(ALLOCATIONS)}")
+    return ALLOCATIONS[name]
+
+
 def default_alpha(method: str) -> float:
     """α when none is given: the paper's 0.1, or OWL's λ = 0.08 for `owl`."""
-    return OWL_LAMBDA if method == "owl" else ALPHA
+    return allocation(method).default_alpha
 
 
 def check_alpha(alpha, sparsity: float, method: str, flag: str = "alpha") -> float:
@@ -58,7 +96,7 @@ def check_alpha(alpha, sparsity: float, method: str, flag: str = "alpha") -> flo
             or not 0 <= alpha < 1:
         raise UserError(f"{flag} must be in [0, 1) (the paper uses {ALPHA}), got {alpha!r}")
     p = check_sparsity(sparsity)
-    if method not in WITHOUT_ALPHA and (p - alpha < 0 or p + alpha >= 1):
+    if allocation(method).uses_alpha and (p - alpha < 0 or p + alpha >= 1):
         raise UserError(f"{flag}={alpha} is too wide for sparsity {p}: the range "
                         f"[{p - alpha:.3g}, {p + alpha:.3g}] must lie in [0, 1); use {flag} ≤ "
                         f"{min(p, 1 - p):.3g}")
@@ -102,16 +140,15 @@ def overall_sparsity(sparsities: dict[str, float], sizes: dict[str, int]) -> flo
 
 
 def _check(sensitivity, sizes, sparsity, alpha, method):
-    if method not in ALLOCATIONS:
-        raise UserError(f"unknown allocation {method!r}: choose from {', '.join(ALLOCATIONS)}")
+    spec = allocation(method)
     p = check_sparsity(sparsity)
-    if method == "paper-code" and p >= 0.8:
-        raise UserError(f"the authors' code allocation (paper-code) gives the most sensitive "
-                        f"matrix density 2(1 − p) − 0.4 ≤ 0 at p = {p}: use p < 0.8")
-    if method in WITHOUT_ALPHA:
+    if p >= spec.max_sparsity:
+        raise UserError(f"the {method} allocation is undefined at sparsity {p}: use p < "
+                        f"{spec.max_sparsity} (docs/method.md §4)")
+    if not spec.uses_alpha:
         return p
     check_alpha(alpha, p, method)
-    if method in CONTROLS:
+    if not spec.needs_estimate:
         return p
     missing = [name for name in sizes if name not in sensitivity]
     if missing:
@@ -164,37 +201,68 @@ def allocate(sensitivity: dict[str, float], sizes: dict[str, int], sparsity: flo
     """Sparsity of every matrix in `sizes` (name → parameter count), docs/method.md §4.
     `seed` draws the ranking of the `random` control."""
     p = _check(sensitivity, sizes, sparsity, alpha, method)
-    if method == "uniform":
-        return {name: p for name in sizes}
+    spec = ALLOCATIONS[method]
+    scores = {name: float(sensitivity[name]) for name in sizes} if spec.needs_estimate else {}
+    return spec.rule(scores, sizes, p, alpha, seed)
+
+
+def _layers(sizes: dict[str, int]) -> dict[str, list[str]]:
+    """Decoder layer → its matrices, in order."""
     layers: dict[str, list[str]] = {}
     for name in sizes:
         layers.setdefault(layer_of(name), []).append(name)
-    if method == "random":
-        order = list(sizes)
-        random.Random(seed).shuffle(order)
-        ranked = {name: float(rank) for rank, name in enumerate(order)}
-        return _shift_to_exact(_linear_in_rank(ranked, p, alpha), sizes, p, alpha)
-    if method == "depth":  # the first layer ranks as the most sensitive
-        ranked = {layer: float(-index) for index, layer in enumerate(layers)}
-        per_layer = _linear_in_rank(ranked, p, alpha)
-        return _shift_to_exact({name: per_layer[layer_of(name)] for name in sizes}, sizes, p,
-                               alpha)
-    scores = {name: float(sensitivity[name]) for name in sizes}
-    if method == "paper":
-        return _linear_in_rank(scores, p, alpha)
-    if method == "paper-code":
-        return _paper_code(scores, p)
-    if method == "exact":
-        return _shift_to_exact(_linear_in_rank(scores, p, alpha), sizes, p, alpha)
-    if method == "layer":
-        per_layer = _linear_in_rank({layer: sum(scores[n] for n in names)
-                                     for layer, names in layers.items()}, p, alpha)
-    else:  # owl
-        ratio = {layer: sum(scores[n] for n in names) / sum(sizes[n] for n in names)
-                 for layer, names in layers.items()}
-        low, high = min(ratio.values()), max(ratio.values())
-        spread = (high - low) or 1.0
-        density = {layer: (r - low) / spread * 2 * alpha for layer, r in ratio.items()}
-        mean = sum(density.values()) / len(density)
-        per_layer = {layer: 1 - (d - mean + 1 - p) for layer, d in density.items()}
+    return layers
+
+
+@register("uniform", needs_estimate=False, uses_alpha=False, mixed=False)
+def _uniform(scores, sizes, p, alpha, seed):
+    return {name: p for name in sizes}
+
+
+@register("paper")
+def _paper(scores, sizes, p, alpha, seed):
+    return _linear_in_rank(scores, p, alpha)
+
+
+@register("exact")
+def _exact(scores, sizes, p, alpha, seed):
+    return _shift_to_exact(_linear_in_rank(scores, p, alpha), sizes, p, alpha)
+
+
+@register("layer")
+def _layer(scores, sizes, p, alpha, seed):
+    per_layer = _linear_in_rank({layer: sum(scores[n] for n in names)
+                                 for layer, names in _layers(sizes).items()}, p, alpha)
     return {name: per_layer[layer_of(name)] for name in sizes}
+
+
+@register("owl", estimator="owl", default_alpha=OWL_LAMBDA)
+def _owl(scores, sizes, p, alpha, seed):
+    ratio = {layer: sum(scores[n] for n in names) / sum(sizes[n] for n in names)
+             for layer, names in _layers(sizes).items()}
+    low, high = min(ratio.values()), max(ratio.values())
+    spread = (high - low) or 1.0
+    density = {layer: (r - low) / spread * 2 * alpha for layer, r in ratio.items()}
+    mean = sum(density.values()) / len(density)
+    per_layer = {layer: 1 - (d - mean + 1 - p) for layer, d in density.items()}
+    return {name: per_layer[layer_of(name)] for name in sizes}
+
+
+@register("paper-code", uses_alpha=False, max_sparsity=0.8)
+def _paper_code_rule(scores, sizes, p, alpha, seed):
+    return _paper_code(scores, p)
+
+
+@register("random", needs_estimate=False)
+def _random(scores, sizes, p, alpha, seed):
+    order = list(sizes)
+    random.Random(seed).shuffle(order)
+    ranked = {name: float(rank) for rank, name in enumerate(order)}
+    return _shift_to_exact(_linear_in_rank(ranked, p, alpha), sizes, p, alpha)
+
+
+@register("depth", needs_estimate=False)
+def _depth(scores, sizes, p, alpha, seed):  # the first layer ranks as the most sensitive
+    ranked = {layer: float(-index) for index, layer in enumerate(_layers(sizes))}
+    per_layer = _linear_in_rank(ranked, p, alpha)
+    return _shift_to_exact({name: per_layer[layer_of(name)] for name in sizes}, sizes, p, alpha)

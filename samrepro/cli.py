@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, check_alpha, default_alpha, traces
+from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, allocation, check_alpha, default_alpha, traces
 from .data import DATASETS, calibration_windows
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
 from .errors import UserError, check_sparsity
@@ -22,7 +22,8 @@ from .experiments import SAVE_MARK, RunConfig, load, prune_and_evaluate, sensiti
 from .files import write_json
 from .models import default_calibration, default_evaluation, default_seqlen
 from .provenance import versions
-from .sensitivity import ESTIMATORS, layer_sensitivity
+from .estimators import sensitivity_estimators
+from .sensitivity import layer_sensitivity
 from .solver import SALIENCIES, check_args
 
 
@@ -79,7 +80,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _estimation(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--estimator", choices=ESTIMATORS, default="hutchinson",
+    p.add_argument("--estimator", choices=sensitivity_estimators(), default="hutchinson",
                    help="sensitivity estimator (docs/method.md §3)")
     p.add_argument("--probes", type=int, default=100, help="Hutchinson: at most this many probes")
     p.add_argument("--rel-tol", type=float, default=0.2,
@@ -155,7 +156,7 @@ def _planning(p: argparse.ArgumentParser) -> None:
                               ("--eval-windows", int, "evaluate the first K windows of a stream"),
                               ("--batch-size", int, "calibration windows per forward")):
         p.add_argument(flag, type=kind, default=None, help=help_)
-    p.add_argument("--estimator", choices=ESTIMATORS, default=None)
+    p.add_argument("--estimator", choices=sensitivity_estimators(), default=None)
     p.add_argument("--lm-eval", nargs="*", choices=SETTINGS, default=None, metavar="SETTING",
                    help="lm-eval settings to plan (zero-shot, leaderboard; none: no lm-eval)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the plans here")
@@ -237,7 +238,7 @@ def _check_prune_args(args) -> tuple[float, int, int]:
     if args.alpha is None:
         args.alpha = default_alpha(args.allocation)
     check_alpha(args.alpha, sparsity, args.allocation, "--alpha")
-    if args.allocation != "uniform" and args.nm:
+    if allocation(args.allocation).mixed and args.nm:
         raise UserError("--nm fixes N of every M weights: it cannot be combined with a mixed "
                         "--allocation; use --allocation uniform")
     _check_common_args(args)

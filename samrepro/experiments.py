@@ -18,21 +18,21 @@ from pathlib import Path
 
 import torch
 
-from .allocation import CONTROLS, allocate, default_alpha, floored, overall_sparsity, traces
+from .allocation import allocate, allocation, default_alpha, floored, overall_sparsity, traces
 from .cache import cached, digest
 from .data import calibration_windows, eval_stream
 from .data import data_dir as local_data_dir
+from .estimators import estimator
 from .errors import UserError
 from .evaluate import check_tasks, perplexity, zero_shot
 from .files import save_model
 from .hardware import DTYPES, default_device, machine, resolve_dtype
 from .models import count_zeros, load_model, prunable_linears, weights_fingerprint
-from .pipeline import layer_hessian_diagonals, prune_model
+from .pipeline import prune_model
 from .plan import hutchinson_placement, placed
 from .provenance import (code_hash, git_commit, model_provenance, versions,
                          warn_if_versions_differ, weights_sha256)
 from .resume import RunCheckpoint
-from .sensitivity import ESTIMATORS, fisher, hutchinson, owl_outliers
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -101,45 +101,29 @@ def load(config: RunConfig, device: torch.device):
     return model, tokenizer
 
 
-def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: float = 0.2,
-                         max_probes: int = 100, distribution: str = "gaussian", seed: int = 0,
+def estimate_sensitivity(model, windows, name: str, key: dict, settings: dict,
                          progress: bool = True, place=None) -> dict:
-    """Per-matrix sensitivity by `estimator` (hutchinson, fisher, xxt, or owl outlier counts),
-    computed once per (model, calibration, estimator settings) and cached.
+    """Per-matrix sensitivity by the registered estimator `name` (samrepro.estimators:
+    hutchinson, fisher, xxt, or OWL's outlier counts), computed once per (model, calibration,
+    estimator settings) and cached.
 
     `key` names the model and the calibration data (model id, layers, data source, sizes,
-    seed) so that the cache can tell runs apart; the estimator's own settings are added here.
+    seed) so that the cache can tell runs apart; the estimator's own settings (those it
+    declares, taken from `settings`) are added here.
     Returns {"matrices": {name: {"trace", "stderr"?}}, ...} as the estimator gives it.
     `place()`: a context manager that puts the model where the estimate runs (only entered
     when the estimate is computed, not when it is read from the cache).
     """
-    if estimator not in ESTIMATORS + ("owl",):
-        raise UserError(f"unknown estimator {estimator!r}: choose from "
-                        f"{', '.join(ESTIMATORS + ('owl',))}")
-    settings = {"estimator": estimator}
-    if estimator == "hutchinson":
-        settings.update(rel_tol=rel_tol, max_probes=max_probes, distribution=distribution,
-                        seed=seed)
+    spec = estimator(name)
+    own = {k: settings[k] for k in spec.settings}
 
     def compute():
-        if place is not None:
-            with place():
-                return estimate()
-        return estimate()
+        if place is None:
+            return spec.estimate(model, windows, own, progress)
+        with place():
+            return spec.estimate(model, windows, own, progress)
 
-    def estimate():
-        if estimator == "hutchinson":
-            return hutchinson(model, windows, rel_tol=rel_tol, max_probes=max_probes,
-                              distribution=distribution, seed=seed, progress=progress)
-        if estimator == "fisher":
-            return fisher(model, windows, progress=progress)
-        diagonals = layer_hessian_diagonals(model, windows, progress=progress)
-        if estimator == "xxt":
-            return {"matrices": {n: {"trace": float(d.mean())} for n, d in diagonals.items()}}
-        counts = owl_outliers(model, diagonals)
-        return {"matrices": {n: {"trace": c} for n, c in counts.items()}}
-
-    return cached("sensitivity", {**key, **settings}, compute)
+    return cached("sensitivity", {**key, "estimator": name, **own}, compute)
 
 
 # Windows per evaluation forward: 1.5× the tokens/s of one at a time in bf16 on 2 cores
@@ -147,7 +131,7 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
 EVAL_BATCH = 4
 
 
-def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, device,
+def sensitivity_for(config: RunConfig, model, windows, corpus, name: str, device,
                     progress: bool = True, placement: dict | None = None) -> dict:
     """estimate_sensitivity keyed by the parts of `config` that determine it.
 
@@ -159,18 +143,16 @@ def sensitivity_for(config: RunConfig, model, windows, corpus, estimator: str, d
            "calibration": corpus.source, "nsamples": config.nsamples,
            "seqlen": config.seqlen, "seed": config.seed,
            "weights": weights_fingerprint(config.model)}
-    if estimator == "hutchinson":
+    settings = {"rel_tol": config.rel_tol, "probes": config.probes,
+                "distribution": config.distribution, "seed": config.seed}
+    if estimator(name).whole_model:
         def place():
             return placed(model, placement or hutchinson_placement(model, config.seqlen, device))
 
-        return estimate_sensitivity(model, windows, estimator, key, rel_tol=config.rel_tol,
-                                    max_probes=config.probes, distribution=config.distribution,
-                                    seed=config.seed, progress=progress, place=place)
+        return estimate_sensitivity(model, windows, name, key, settings, progress, place)
     model.to(device)
     try:
-        return estimate_sensitivity(model, windows, estimator, key, rel_tol=config.rel_tol,
-                                    max_probes=config.probes, distribution=config.distribution,
-                                    seed=config.seed, progress=progress)
+        return estimate_sensitivity(model, windows, name, key, settings, progress)
     finally:
         if device.type != "cpu":
             model.to("cpu")  # the pruning pass moves one layer at a time
@@ -240,12 +222,13 @@ def estimate(config: RunConfig, model, windows, corpus, device, progress: bool,
     estimate counts as 0 (None when nothing was estimated here): none for `uniform`, the
     controls and a run without calibration; `given` when the caller has them (a file); else
     the estimator's (OWL's outlier counts for `owl`) through allocation.traces."""
-    if config.allocation in ("uniform", *CONTROLS) or windows is None:
+    rule = allocation(config.allocation)
+    if not rule.needs_estimate or windows is None:
         return {}, None
     if given is not None:
         return given, None
-    estimator = "owl" if config.allocation == "owl" else config.estimator
-    found = sensitivity_for(config, model, windows, corpus, estimator, device, progress)
+    found = sensitivity_for(config, model, windows, corpus, rule.estimator or config.estimator,
+                            device, progress)
     return traces(found), floored(found)
 
 

@@ -384,3 +384,11 @@ def tiny_like(config: dict, hidden: int = 64, num_layers: int = 2, heads: int = 
     model.eval()
     model.config.use_cache = False
     return model
+
+
+def split_model(spec: str) -> tuple[str, int | None]:
+    """'embedded@2' → ('embedded', 2): a model cut to its first N decoder layers."""
+    name, _, layers = spec.partition("@")
+    if layers and not layers.isdigit():
+        raise UserError(f"model {spec!r}: the part after @ must be a number of layers")
+    return name, int(layers) if layers else None

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .errors import UserError, check_sparsity
 from .hessian import HessianAccumulator
 from .models import architecture, decoder_layers, prunable_linears
-from .solver import check_args, prune_weights
+from .solver import SALIENCIES, check_args, prune_weights
 
 
 class _Captured(Exception):
@@ -259,8 +259,8 @@ def prune_model(model: nn.Module, windows: torch.Tensor, sparsities: dict[str, f
                               "numel": new.numel(),
                               "xxt": float(H.diagonal().mean()) if H is not None else None}
 
-    if saliency == "magnitude":  # needs no calibration data: no forward passes at all
-        for name, linear in tqdm(linears.items(), desc="pruning (magnitude)", disable=not progress):
+    if not SALIENCIES[saliency].needs_data:  # magnitude: no forward passes at all
+        for name, linear in tqdm(linears.items(), desc=f"pruning ({saliency})", disable=not progress):
             prune({name: linear}, None)
         return {"matrices": matrices, "seconds": dict(seconds), "tokens": 0}
 

@@ -186,7 +186,7 @@ def model_config(spec: str) -> dict:
     needed), `embedded`, the models trained on PTB (models.PTB_MODELS), tiny-llama/tiny-opt, else the hub's config.json.
     'NAME@N' keeps the first N decoder layers."""
     from .models import CHECKPOINTS, EMBEDDED, PTB_MODELS, TINY, embedded_checkpoint, tiny_model
-    from .presets import split_model
+    from .models import split_model
 
     name, layers = split_model(spec)
     if Path(name).is_dir():

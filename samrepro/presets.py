@@ -71,11 +71,3 @@ def preset(name: str | None = None) -> dict:
         raise UserError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
     return {"preset": name, **METHOD, **{k: list(v) if isinstance(v, list) else v
                                          for k, v in PRESETS[name].items()}}
-
-
-def split_model(spec: str) -> tuple[str, int | None]:
-    """'embedded@2' → ('embedded', 2): a model cut to its first N decoder layers."""
-    name, _, layers = spec.partition("@")
-    if layers and not layers.isdigit():
-        raise UserError(f"model {spec!r}: the part after @ must be a number of layers")
-    return name, int(layers) if layers else None

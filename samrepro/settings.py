@@ -16,10 +16,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .allocation import allocation
 from .errors import UserError
 from .experiments import RunConfig, run
 from .models import default_calibration, default_evaluation
-from .presets import preset, split_model
+from .models import split_model
+from .presets import preset
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
                 "probes", "rel_tol", "seeds", "sparsities", "figure3_sparsities",
@@ -57,7 +59,7 @@ def config(s: dict, model_spec: str, **fields) -> RunConfig:
     name, layers = split_model(model_spec)
     fields.setdefault("calib", default_calibration(name))
     fields.setdefault("eval", default_evaluation(name))
-    if fields.get("allocation", "uniform") != "uniform":  # α: the mixed ones' range (§4)
+    if allocation(fields.get("allocation", "uniform")).mixed:  # α: the mixed ones' range (§4)
         fields.setdefault("alpha", s.get("alpha"))
     return RunConfig(model=name, num_layers=layers, nsamples=s["nsamples"], seqlen=s["seqlen"],
                      eval_windows=s["eval_windows"], estimator=s["estimator"],

@@ -12,12 +12,65 @@ are still free when column m is reached (the sequential OBS inverse).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from .errors import UserError, check_sparsity
 
-SALIENCIES = ("obs", "isc", "isc-code", "magnitude", "wanda")
-RECONSTRUCTING = ("obs", "isc", "isc-code")  # the others drop weights without an OBS update
+
+@dataclass(frozen=True)
+class Saliency:
+    """A registered saliency criterion (docs/architecture.md: how to add one).
+
+    `score(W, U_diag, H_diag)` → a score per weight, lower = dropped first (W: the block's
+    current weights; U_diag: the Cholesky factor's diagonal, U_mm² = sequential [H⁻¹]_mm;
+    H_diag: the damped Hessian's diagonal). `reconstructs`: the OBS update spreads each
+    dropped weight's error (else the weights are only masked, all at once); `needs_data`:
+    reads H, so the pass feeds calibration data (magnitude does not); `per_row`: without the
+    update, each output row keeps its own share (Wanda's comparison group)."""
+
+    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    reconstructs: bool = True
+    needs_data: bool = True
+    per_row: bool = False
+
+
+SALIENCIES: dict[str, Saliency] = {}  # name → Saliency, in the order registered
+
+
+def register_saliency(name: str, **needs):
+    """Decorator: add the score function it decorates to SALIENCIES under `name`."""
+    def add(score):
+        SALIENCIES[name] = Saliency(score, **needs)
+        return score
+    return add
+
+
+@register_saliency("obs")
+def _obs(W, U_diag, H_diag):  # paper eq. (2): w² / [H⁻¹]_mm
+    return W.square() / U_diag.square()
+
+
+@register_saliency("isc")
+def _isc(W, U_diag, H_diag):  # paper eq. (4): w² (H_mm + 1/[H⁻¹]_mm), OBD's and OBS's terms
+    return W.square() * (H_diag + 1.0 / U_diag.square())
+
+
+@register_saliency("isc-code")
+def _isc_code(W, U_diag, H_diag):  # the authors' code: 1/U_mm, not squared
+    return W.square() * (H_diag + 1.0 / U_diag)
+
+
+@register_saliency("magnitude", reconstructs=False, needs_data=False)
+def _magnitude(W, U_diag, H_diag):
+    return W.abs()
+
+
+@register_saliency("wanda", reconstructs=False, per_row=True)
+def _wanda(W, U_diag, H_diag):  # |w|·‖X_m‖₂, and ‖X_m‖₂² = n·H_mm/2 ∝ H_mm
+    return W.abs() * H_diag.sqrt()
 
 
 def check_args(sparsity: float, saliency: str, prune_n: int, prune_m: int, wbits: int) -> None:
@@ -34,23 +87,11 @@ def check_args(sparsity: float, saliency: str, prune_n: int, prune_m: int, wbits
 
 def saliency_scores(saliency: str, W: torch.Tensor, U_diag: torch.Tensor,
                     H_diag: torch.Tensor) -> torch.Tensor:
-    """Score of every weight of W (lower = dropped first), docs/method.md §2.
-
-    W holds the current (already updated) weights of a block, U_diag the matching diagonal of
-    the Cholesky factor (U_mm² = sequential [H⁻¹]_mm) and H_diag the diagonal of the damped H.
-    """
-    w2 = W.square()
-    if saliency == "obs":  # paper eq. (2): w² / [H⁻¹]_mm
-        return w2 / U_diag.square()
-    if saliency == "isc":  # paper eq. (4): w² (H_mm + 1/[H⁻¹]_mm), OBD + OBS terms
-        return w2 * (H_diag + 1.0 / U_diag.square())
-    if saliency == "isc-code":  # the authors' code: 1/U_mm, not squared
-        return w2 * (H_diag + 1.0 / U_diag)
-    if saliency == "magnitude":
-        return W.abs()
-    if saliency == "wanda":  # |w|·‖X_m‖₂, and ‖X_m‖₂² = n·H_mm/2 ∝ H_mm
-        return W.abs() * H_diag.sqrt()
-    raise UserError(f"unknown saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
+    """Score of every weight of W (lower = dropped first) by the registered `saliency`,
+    docs/method.md §2."""
+    if saliency not in SALIENCIES:
+        raise UserError(f"unknown saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
+    return SALIENCIES[saliency].score(W, U_diag, H_diag)
 
 
 def quantization_grid(W: torch.Tensor, wbits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +160,7 @@ def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, salie
     check_args(sparsity, saliency, prune_n, prune_m, wbits)
     cols = W.shape[1]
     if H is None:
-        if saliency != "magnitude":
+        if SALIENCIES[saliency].needs_data:
             raise ValueError(f"saliency {saliency!r} needs the Hessian H")
         H = torch.ones(cols, device=W.device).diag()
     if H.shape != (cols, cols):
@@ -128,7 +169,7 @@ def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, salie
     W = W.detach().to(torch.float32, copy=True)
     H = H.detach().to(device=W.device, dtype=torch.float32).clone()
     grid = quantization_grid(W, wbits) if wbits < 16 else None
-    if saliency not in RECONSTRUCTING:
+    if not SALIENCIES[saliency].reconstructs:
         return _prune_without_update(W, H.diagonal(), sparsity, saliency, prune_n, prune_m, grid,
                                      wbits).to(dtype)
     if choose is None:
@@ -187,7 +228,7 @@ def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: li
     cols = Ws[0].shape[1]
     if any(W.shape[1] != cols for W in Ws):
         raise ValueError("stacked matrices must have the same number of inputs")
-    if saliency not in RECONSTRUCTING:  # no update: nothing to share
+    if not SALIENCIES[saliency].reconstructs:  # no update: nothing to share
         return [prune_weight(W, H, sparsity, saliency, prune_n, prune_m, wbits, blocksize,
                              percdamp) for W, sparsity in zip(Ws, sparsities)]
     sizes = [W.shape[0] for W in Ws]
@@ -215,7 +256,7 @@ def _prune_without_update(W, H_diag, sparsity, saliency, prune_n, prune_m, grid,
     scores = saliency_scores(saliency, W, torch.ones_like(H_diag), H_diag)
     if prune_n:
         mask = _nm_mask(scores, prune_n, prune_m)
-    elif saliency == "wanda":  # per output row
+    elif SALIENCIES[saliency].per_row:
         order = torch.argsort(scores, dim=1, stable=True)[:, :_share(W.shape[1], sparsity)]
         mask = torch.zeros_like(W, dtype=torch.bool).scatter_(1, order, True)
     else:

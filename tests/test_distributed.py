@@ -122,7 +122,7 @@ def _notebook_estimate(monkeypatch):
     """What the notebooks' sensitivity step gets (experiments.sensitivity_for with the config
     that settings.config builds), with the estimator itself made to fail: only the cache can
     answer."""
-    from samrepro import experiments, settings
+    from samrepro import estimators, experiments, settings
     from samrepro.data import calibration_windows
 
     s = settings.settings("smoke", models=["tiny-llama"], nsamples=3, seqlen=16, probes=4,
@@ -136,7 +136,7 @@ def _notebook_estimate(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the notebook path recomputed an estimate the cache holds")
 
-    monkeypatch.setattr(experiments, "hutchinson", refuse)
+    monkeypatch.setattr(estimators, "hutchinson", refuse)
     return experiments.sensitivity_for(cfg, model, windows, corpus, "hutchinson", "cpu",
                                        progress=False), (model, windows)
 

@@ -122,7 +122,7 @@ def test_notebook_path_places_the_estimate_where_the_plan_does():
 def test_sensitivity_step_refuses_up_front_unless_the_cache_holds_it(monkeypatch, data_dir):
     """On GPUs too small the notebooks' sensitivity step raises the plan's UserError before
     any probe (and before moving the model); an estimate already cached is read instead."""
-    from samrepro import experiments, settings
+    from samrepro import estimators, experiments, settings
     from samrepro.data import calibration_windows
 
     s = settings.settings("smoke", models=["tiny-llama"], nsamples=2, seqlen=16, probes=2,
@@ -131,8 +131,8 @@ def test_sensitivity_step_refuses_up_front_unless_the_cache_holds_it(monkeypatch
     model, tokenizer = experiments.load(cfg, torch.device("cpu"))
     windows, corpus = calibration_windows(cfg.calib, tokenizer, 2, 16, 7)
     calls = []
-    real = experiments.hutchinson
-    monkeypatch.setattr(experiments, "hutchinson", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = estimators.hutchinson
+    monkeypatch.setattr(estimators, "hutchinson", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(plan, "visible_gpus", lambda: plan.parse_gpus("1x0.001GB"))
     with pytest.raises(UserError, match="GPUs of"):
         experiments.sensitivity_for(cfg, model, windows, corpus, "hutchinson", "cuda",
