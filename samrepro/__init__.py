@@ -10,12 +10,13 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     3 per matrix: hessian, solver, sensitivity
     4 per model: allocation, pipeline, evaluate, resume, plan
     5 estimates: estimators
-    6 a run: experiments
-    7 over runs: claims, settings
-    8 results: report, plots, verify
-    9 tables: tables, standin
-    10 commands: cli, readme, lab
-    11 entry points over the commands: distributed, __main__
+    6 a run's configuration: config
+    7 a run: experiments
+    8 over runs: claims, settings
+    9 results: report, plots, verify
+    10 tables: tables, standin
+    11 commands: cli, readme, lab
+    12 entry points over the commands: distributed, __main__
 """
 
 __version__ = "0.1.0"

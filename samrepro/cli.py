@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, allocation, check_alpha, default_alpha, traces
+from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, traces
+from .config import DISTRIBUTIONS
 from .data import DATASETS, calibration_windows
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
 from .errors import UserError, check_sparsity
@@ -24,7 +25,7 @@ from .models import default_calibration, default_evaluation, default_seqlen
 from .provenance import versions
 from .estimators import sensitivity_estimators
 from .sensitivity import layer_sensitivity
-from .solver import SALIENCIES, check_args
+from .solver import SALIENCIES
 
 
 def _nm(text: str) -> tuple[int, int]:
@@ -59,7 +60,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(tiny models trained on PTB, for tests), tiny-llama or tiny-opt")
     p.add_argument("--calib", choices=DATASETS, default=None,
                    help="calibration corpus (default: c4; ptb for the models trained on PTB)")
-    p.add_argument("--nsamples", type=int, default=128, help="calibration windows")
+    p.add_argument("--nsamples", type=int, default=None, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=None,
                    help="tokens per window (default: 2048, or the model's context if shorter)")
     p.add_argument("--data-dir", default=None, help="local data folder (else SAMREPRO_DATA_DIR, else the hub)")
@@ -70,8 +71,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "of compute capability ≥ 8, float16 on older GPUs, else float32)")
     p.add_argument("--num-layers", type=int, default=None,
                    help="keep only the first N decoder layers (smoke tests)")
-    p.add_argument("--batch-size", type=int, default=8, help="calibration windows per forward")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="calibration windows per forward (default 8)")
+    p.add_argument("--seed", type=int, default=None, help="calibration seed (default 0)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run the checkpoint's own code (Baichuan needs it); only for code you trust")
     p.add_argument("--allow-bin-weights", action="store_true",
@@ -80,12 +82,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _estimation(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--estimator", choices=sensitivity_estimators(), default="hutchinson",
-                   help="sensitivity estimator (docs/method.md §3)")
-    p.add_argument("--probes", type=int, default=100, help="Hutchinson: at most this many probes")
-    p.add_argument("--rel-tol", type=float, default=0.2,
+    p.add_argument("--estimator", choices=sensitivity_estimators(), default=None,
+                   help="sensitivity estimator (docs/method.md §3; default hutchinson)")
+    p.add_argument("--probes", type=int, default=None,
+                   help="Hutchinson: at most this many probes (default 100)")
+    p.add_argument("--rel-tol", type=float, default=None,
                    help="Hutchinson: stop when 90%% of matrices reach this relative standard error")
-    p.add_argument("--distribution", choices=("gaussian", "rademacher"), default="gaussian",
+    p.add_argument("--distribution", choices=DISTRIBUTIONS, default=None,
                    help="Hutchinson probe distribution (paper: gaussian; authors' code: rademacher)")
 
 
@@ -167,9 +170,10 @@ def _pruning(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--sparsity", type=float, default=None,
                    help="overall target sparsity in [0, 1); 0 evaluates the dense model")
-    p.add_argument("--saliency", choices=SALIENCIES, default="obs")
-    p.add_argument("--allocation", choices=ALLOCATIONS, default="uniform",
-                   help="per-matrix sparsities (docs/method.md §4)")
+    p.add_argument("--saliency", choices=SALIENCIES, default=None,
+                   help="which weights to drop (docs/method.md §2; default obs)")
+    p.add_argument("--allocation", choices=ALLOCATIONS, default=None,
+                   help="per-matrix sparsities (docs/method.md §4; default uniform)")
     p.add_argument("--alpha", type=float, default=None,
                    help=f"half-width of the sparsity range (default {ALPHA}; OWL's lambda {OWL_LAMBDA} "
                         "for owl)")
@@ -178,7 +182,8 @@ def _pruning(p: argparse.ArgumentParser) -> None:
                    help="use the sensitivities in this JSON (from `samrepro sensitivity`)")
     p.add_argument("--nm", type=_nm, default=None, metavar="N:M",
                    help="semi-structured N:M sparsity, e.g. 2:4 (implies sparsity N/M)")
-    p.add_argument("--wbits", type=int, default=16, help="quantize kept weights to 3 or 4 bits")
+    p.add_argument("--wbits", type=int, default=None,
+                   help="quantize kept weights to 3 or 4 bits (default 16: no quantization)")
 
 
 def _outputs(p: argparse.ArgumentParser) -> None:
@@ -191,18 +196,13 @@ def _outputs(p: argparse.ArgumentParser) -> None:
 def _check_common_args(args) -> None:
     if args.seqlen is None:  # not given: follows the model (2048, or its shorter context)
         args.seqlen = default_seqlen(args.model, args.trust_remote_code)
-    for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen),
-                        ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
-    if getattr(args, "estimator", None) == "hutchinson" and args.probes < 2:
-        raise UserError(f"--probes must be at least 2 (for a standard error), got {args.probes}")
 
 
 def _config(args, **overrides) -> RunConfig:
-    """The RunConfig that the command line describes."""
+    """The RunConfig that the command line describes (it checks every value; an option not
+    given takes RunConfig's default)."""
     fields = set(RunConfig.__dataclass_fields__) - {"extra"}
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values.update(overrides)
     if values.get("calib") is None:
         values["calib"] = default_calibration(args.model)
@@ -228,22 +228,13 @@ def _check_prune_args(args) -> tuple[float, int, int]:
     if args.sparsity is None and not args.nm:
         raise UserError("give --sparsity P (e.g. 0.5), or --nm N:M (e.g. 2:4)")
     # N:M is checked before N/M is used as the sparsity (4:4 must read as a bad N:M)
-    sparsity = 0.0 if args.sparsity is None else check_sparsity(args.sparsity)
-    check_args(sparsity, args.saliency, prune_n, prune_m, args.wbits)
-    if args.sparsity is None:
-        sparsity = prune_n / prune_m
+    if args.nm and not 0 < prune_n < prune_m:
+        raise UserError(f"N:M sparsity needs 0 < N < M (e.g. 2:4), got {prune_n}:{prune_m}")
+    sparsity = check_sparsity(args.sparsity) if args.sparsity is not None else prune_n / prune_m
     if args.nm and abs(sparsity - prune_n / prune_m) > 1e-9:
         raise UserError(f"--nm {prune_n}:{prune_m} means sparsity {prune_n / prune_m}, "
                         f"but --sparsity is {sparsity}: drop --sparsity or make them agree")
-    if args.alpha is None:
-        args.alpha = default_alpha(args.allocation)
-    check_alpha(args.alpha, sparsity, args.allocation, "--alpha")
-    if allocation(args.allocation).mixed and args.nm:
-        raise UserError("--nm fixes N of every M weights: it cannot be combined with a mixed "
-                        "--allocation; use --allocation uniform")
     _check_common_args(args)
-    if args.eval_windows is not None and args.eval_windows < 1:
-        raise UserError(f"--eval-windows must be at least 1, got {args.eval_windows}")
     if args.save:
         save = Path(args.save)  # a folder this same run wrote before it was interrupted is fine
         if save.exists() and any(save.iterdir()) and not (save / SAVE_MARK).exists():
@@ -251,9 +242,14 @@ def _check_prune_args(args) -> tuple[float, int, int]:
     return sparsity, prune_n, prune_m
 
 
-def run_prune(args) -> dict:
+def _checked_config(args) -> RunConfig:
+    """prune's and eval's RunConfig: the command line's own rules, then RunConfig's checks."""
     sparsity, prune_n, prune_m = _check_prune_args(args)
-    config = _config(args, sparsity=sparsity, nm=(prune_n, prune_m) if prune_n else None)
+    return _config(args, sparsity=sparsity, nm=(prune_n, prune_m) if prune_n else None)
+
+
+def run_prune(args) -> dict:
+    config = _checked_config(args)
     sensitivity = _read_sensitivity(args.sensitivity) if args.sensitivity else None
     result = prune_and_evaluate(config, args.data_dir, args.device, not args.quiet,
                                 sensitivity=sensitivity, save=args.save)
@@ -269,9 +265,9 @@ def run_sensitivity(args) -> dict:
     config = _config(args, sparsity=0.0)
     device = default_device(args.device)
     model, tokenizer = load(config, device)
-    windows, corpus = calibration_windows(config.calib, tokenizer, args.nsamples, args.seqlen,
-                                          args.seed, args.data_dir)
-    estimate = sensitivity_for(config, model, windows, corpus, args.estimator, device,
+    windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
+                                          config.seqlen, config.seed, args.data_dir)
+    estimate = sensitivity_for(config, model, windows, corpus, config.estimator, device,
                                not args.quiet)
     result = {"config": config.key(), "calibration_source": corpus.source,
               "versions": versions(), **estimate, "layers": layer_sensitivity(traces(estimate))}

@@ -13,12 +13,13 @@ import hashlib
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .allocation import allocate, allocation, default_alpha, floored, overall_sparsity, traces
+from .allocation import allocate, allocation, floored, overall_sparsity, traces
+from .config import RunConfig
 from .cache import cached, digest
 from .data import calibration_windows, eval_stream
 from .data import data_dir as local_data_dir
@@ -33,54 +34,6 @@ from .plan import hutchinson_placement, placed
 from .provenance import (code_hash, git_commit, model_provenance, versions,
                          warn_if_versions_differ, weights_sha256)
 from .resume import RunCheckpoint
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run's numbers (the device aside)."""
-
-    model: str
-    sparsity: float = 0.5
-    saliency: str = "obs"
-    allocation: str = "uniform"
-    alpha: float | None = None  # None: allocation.default_alpha (0.1; OWL's λ 0.08 for owl)
-    estimator: str = "hutchinson"
-    nm: tuple[int, int] | None = None
-    wbits: int = 16
-    calib: str = "c4"
-    nsamples: int = 128
-    seqlen: int = 2048
-    eval: tuple[str, ...] = ("wikitext2", "ptb", "c4")
-    eval_windows: int | None = None
-    seed: int = 0
-    num_layers: int | None = None
-    dtype: str = "auto"  # auto: bf16 where the device has a bf16 unit (hardware.fast_dtype)
-    probes: int = 100
-    rel_tol: float = 0.2
-    distribution: str = "gaussian"
-    batch_size: int = 8
-    trust_remote_code: bool = False
-    # accuracy through lm-evaluation-harness (evaluate.zero_shot); none by default
-    tasks: tuple[str, ...] = ()
-    settings: tuple[str, ...] = ("zero-shot",)  # and/or "leaderboard"
-    limit: int | None = None  # first N documents of each task
-    task_source: str | None = None  # local, hub; None: local when a data folder is in force
-    allow_bin_weights: bool = False  # also read .bin (pickle) weights; not part of the identity
-    extra: dict = field(default_factory=dict, compare=False)  # not part of the identity
-
-    @property
-    def resolved_alpha(self) -> float:
-        return self.alpha if self.alpha is not None else default_alpha(self.allocation)
-
-    def key(self) -> dict:
-        data = asdict(self)
-        data.pop("extra")
-        data.pop("batch_size")  # changes speed, not results (up to float rounding)
-        data.pop("allow_bin_weights")  # the weights hash records what was loaded
-        if not self.tasks:  # keeps the keys of perplexity-only runs as they were
-            for name in ("tasks", "settings", "limit", "task_source"):
-                data.pop(name)
-        return data
-
 
 def on_device(config: RunConfig, device) -> RunConfig:
     """`config` with its dtype resolved for `device` (`auto` → bfloat16, float16 or float32),

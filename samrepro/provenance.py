@@ -34,7 +34,7 @@ def versions() -> dict:
 # The modules whose code determines a run's numbers: a change to any of them (beyond comments
 # and docstrings) changes code_hash(), hence every run's cache key.
 NUMERIC_MODULES = ("allocation", "data", "evaluate", "experiments", "hardware", "hessian",
-                   "models", "pipeline", "sensitivity", "solver", "estimators")
+                   "models", "pipeline", "sensitivity", "solver", "estimators", "config")
 
 
 @lru_cache(maxsize=4)

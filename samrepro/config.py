@@ -1,0 +1,122 @@
+"""One run's configuration (RunConfig): every setting that determines a run's numbers, each
+default given once here and every value checked once, when the object is made. The CLI, a
+notebook's settings (samrepro.settings.config), the torchrun entry, the stand-in's checks and
+the benchmarks all build one; the presets (samrepro.presets) are the only other place values
+come from. Bad values raise samrepro.errors.UserError naming the setting and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .allocation import allocation, check_alpha
+from .data import DATASETS
+from .errors import UserError, check_sparsity
+from .estimators import estimator, sensitivity_estimators
+from .evaluate import SETTINGS, TASK_SOURCES, check_tasks
+from .hardware import DTYPES
+from .solver import check_args
+
+DISTRIBUTIONS = ("gaussian", "rademacher")  # Hutchinson probes: the paper's, the authors' code's
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers (the device aside)."""
+
+    model: str
+    sparsity: float = 0.5
+    saliency: str = "obs"
+    allocation: str = "uniform"
+    alpha: float | None = None  # None: the allocation's default (0.1; OWL's λ 0.08 for owl)
+    estimator: str = "hutchinson"
+    nm: tuple[int, int] | None = None
+    wbits: int = 16
+    calib: str = "c4"
+    nsamples: int = 128
+    seqlen: int = 2048
+    eval: tuple[str, ...] = ("wikitext2", "ptb", "c4")
+    eval_windows: int | None = None
+    seed: int = 0
+    num_layers: int | None = None
+    dtype: str = "auto"  # auto: bf16 where the device has a bf16 unit (hardware.fast_dtype)
+    probes: int = 100  # Hutchinson: at most this many probes
+    rel_tol: float = 0.2  # Hutchinson: stop when 90% of matrices reach this relative error
+    distribution: str = "gaussian"
+    batch_size: int = 8
+    trust_remote_code: bool = False
+    # accuracy through lm-evaluation-harness (evaluate.zero_shot); none by default
+    tasks: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ("zero-shot",)  # and/or "leaderboard"
+    limit: int | None = None  # first N documents of each task
+    task_source: str | None = None  # local, hub; None: local when a data folder is in force
+    allow_bin_weights: bool = False  # also read .bin (pickle) weights; not part of the identity
+    extra: dict = field(default_factory=dict, compare=False)  # not part of the identity
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def resolved_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else allocation(self.allocation).default_alpha
+
+    def validate(self) -> None:
+        """Raise a UserError for the first setting that is not valid (the one check of each)."""
+        if not isinstance(self.model, str) or not self.model:
+            raise UserError(f"model must be a name, a hub id or a folder, got {self.model!r}")
+        check_sparsity(self.sparsity)
+        prune_n, prune_m = self.nm or (0, 0)
+        check_args(self.sparsity, self.saliency, prune_n, prune_m, self.wbits)
+        rule = allocation(self.allocation)
+        if self.alpha is not None or (rule.uses_alpha and self.sparsity > 0):
+            check_alpha(self.resolved_alpha, self.sparsity, self.allocation)
+        if self.nm and rule.mixed:
+            raise UserError(f"N:M ({prune_n}:{prune_m}) fixes N of every M weights: it cannot be "
+                            f"combined with the mixed allocation {self.allocation!r}; use uniform")
+        if self.estimator not in sensitivity_estimators():
+            raise UserError(f"unknown estimator {self.estimator!r}: choose from "
+                            f"{', '.join(sensitivity_estimators())}")
+        for name, values in (("calib", (self.calib,)), ("eval", self.eval)):
+            unknown = [v for v in values if v not in DATASETS]
+            if unknown:
+                raise UserError(f"{name}: unknown dataset {unknown[0]!r}; choose from "
+                                f"{', '.join(DATASETS)}")
+        for name in ("nsamples", "seqlen", "batch_size"):
+            _whole(name, getattr(self, name), 1)
+        for name in ("eval_windows", "num_layers", "limit"):
+            if getattr(self, name) is not None:
+                _whole(name, getattr(self, name), 1)
+        _whole("seed", self.seed, 0)
+        if "probes" in estimator(self.estimator).settings:
+            _whole("probes", self.probes, 2, " (for a standard error)")
+        if isinstance(self.rel_tol, bool) or not isinstance(self.rel_tol, (int, float)) \
+                or math.isnan(self.rel_tol) or self.rel_tol < 0:
+            raise UserError(f"rel_tol must be a number ≥ 0, got {self.rel_tol!r}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise UserError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, "
+                            f"got {self.distribution!r}")
+        if self.dtype not in ("auto", *DTYPES):
+            raise UserError(f"dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.tasks:
+            check_tasks(self.tasks, self.settings, self.limit)
+        elif any(s not in SETTINGS for s in self.settings):
+            raise UserError(f"settings must be of {', '.join(SETTINGS)}, got {self.settings!r}")
+        if self.task_source is not None and self.task_source not in TASK_SOURCES:
+            raise UserError(f"task_source must be one of {', '.join(TASK_SOURCES)}, "
+                            f"got {self.task_source!r}")
+
+    def key(self) -> dict:
+        data = asdict(self)
+        data.pop("extra")
+        data.pop("batch_size")  # changes speed, not results (up to float rounding)
+        data.pop("allow_bin_weights")  # the weights hash records what was loaded
+        if not self.tasks:  # keeps the keys of perplexity-only runs as they were
+            for name in ("tasks", "settings", "limit", "task_source"):
+                data.pop(name)
+        return data
+
+
+def _whole(name: str, value, low: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"{name} must be a whole number ≥ {low}{why}, got {value!r}")
