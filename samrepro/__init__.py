@@ -5,7 +5,7 @@ Layers, lowest first. A module imports only modules of lower layers, never one o
 layer or above (tests/test_layering.py reads this list and checks every import, lazy ones too):
 
     0 foundations: __init__, errors, files, provenance, stats
-    1 machine and sizes: hardware, memory, presets, cache
+    1 machine, sizes, registries: hardware, memory, presets, cache, registry
     2 inputs: models, data
     3 per matrix: hessian, solver, sensitivity
     4 per model: allocation, pipeline, evaluate, resume, plan

@@ -41,6 +41,7 @@ from typing import Callable
 
 from .errors import UserError, check_sparsity
 from .models import layer_of
+from .registry import Registry
 
 ALPHA = 0.1  # the paper's α: every matrix's sparsity within p ± α
 OWL_LAMBDA = 0.08  # OWL's λ, the α of the `owl` allocation
@@ -66,22 +67,9 @@ class Allocation:
     mixed: bool = True
 
 
-ALLOCATIONS: dict[str, Allocation] = {}  # name → Allocation, in the order registered
-
-
-def register(name: str, **needs):
-    """Decorator: add the rule it decorates to ALLOCATIONS under `name` (fields: Allocation)."""
-    def add(rule):
-        ALLOCATIONS[name] = Allocation(rule, **needs)
-        return rule
-    return add
-
-
-def allocation(name: str) -> Allocation:
-    """The registered allocation `name`, or a UserError listing the known ones."""
-    if name not in ALLOCATIONS:
-        raise UserError(f"unknown allocation {name!r}: choose from {', '.join(ALLOCATIONS)}")
-    return ALLOCATIONS[name]
+ALLOCATIONS = Registry("allocation", Allocation)  # name → Allocation, in the order registered
+register = ALLOCATIONS.register
+allocation = ALLOCATIONS.get_checked
 
 
 def default_alpha(method: str) -> float:

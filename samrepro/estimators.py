@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import UserError
 from .pipeline import layer_hessian_diagonals
+from .registry import Registry
 from .sensitivity import fisher, hutchinson, owl_outliers
 
 
@@ -32,22 +32,9 @@ class Estimator:
     sensitivity: bool = True
 
 
-ESTIMATORS: dict[str, Estimator] = {}
-
-
-def register_estimator(name: str, **needs):
-    """Decorator: add the function it decorates to ESTIMATORS under `name`."""
-    def add(estimate):
-        ESTIMATORS[name] = Estimator(estimate, **needs)
-        return estimate
-    return add
-
-
-def estimator(name: str) -> Estimator:
-    """The registered estimator `name`, or a UserError listing the known ones."""
-    if name not in ESTIMATORS:
-        raise UserError(f"unknown estimator {name!r}: choose from {', '.join(ESTIMATORS)}")
-    return ESTIMATORS[name]
+ESTIMATORS = Registry("estimator", Estimator)  # name → Estimator, in the order registered
+register_estimator = ESTIMATORS.register
+estimator = ESTIMATORS.get_checked
 
 
 def sensitivity_estimators() -> list[str]:

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from .errors import UserError, check_sparsity
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,8 @@ class Saliency:
     per_row: bool = False
 
 
-SALIENCIES: dict[str, Saliency] = {}  # name → Saliency, in the order registered
-
-
-def register_saliency(name: str, **needs):
-    """Decorator: add the score function it decorates to SALIENCIES under `name`."""
-    def add(score):
-        SALIENCIES[name] = Saliency(score, **needs)
-        return score
-    return add
+SALIENCIES = Registry("saliency", Saliency)  # name → Saliency, in the order registered
+register_saliency = SALIENCIES.register
 
 
 @register_saliency("obs")
@@ -76,8 +70,7 @@ def _wanda(W, U_diag, H_diag):  # |w|·‖X_m‖₂, and ‖X_m‖₂² = n·H_m
 def check_args(sparsity: float, saliency: str, prune_n: int, prune_m: int, wbits: int) -> None:
     """Raise a UserError for an invalid solver request (shared by the CLI and prune_weight)."""
     check_sparsity(sparsity)
-    if saliency not in SALIENCIES:
-        raise UserError(f"unknown saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
+    SALIENCIES.get_checked(saliency)
     if prune_n or prune_m:
         if not 0 < prune_n < prune_m:
             raise UserError(f"N:M sparsity needs 0 < N < M (e.g. 2:4), got {prune_n}:{prune_m}")
@@ -89,9 +82,7 @@ def saliency_scores(saliency: str, W: torch.Tensor, U_diag: torch.Tensor,
                     H_diag: torch.Tensor) -> torch.Tensor:
     """Score of every weight of W (lower = dropped first) by the registered `saliency`,
     docs/method.md §2."""
-    if saliency not in SALIENCIES:
-        raise UserError(f"unknown saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
-    return SALIENCIES[saliency].score(W, U_diag, H_diag)
+    return SALIENCIES.get_checked(saliency).score(W, U_diag, H_diag)
 
 
 def quantization_grid(W: torch.Tensor, wbits: int) -> tuple[torch.Tensor, torch.Tensor]:
