@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from .cli import _check_common_args, _config, _sensitivity_summary
     from .data import calibration_windows
     from .allocation import traces
+    from .estimators import estimator
     from .experiments import load, sensitivity_for
     from .files import write_json
     from .provenance import versions
@@ -74,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started_group = False
     try:
-        if args.estimator != "hutchinson":
-            raise UserError(f"samrepro.distributed runs the Hutchinson estimate, not "
-                            f"{args.estimator}: use samrepro sensitivity for that")
         _check_common_args(args)
+        config = _config(args, sparsity=0.0)  # every value checked before a process group
+        if not estimator(config.estimator).whole_model:
+            raise UserError(f"samrepro.distributed spreads the probes of a whole-model estimate "
+                            f"(hutchinson) over processes, not {config.estimator}: use "
+                            "samrepro sensitivity for that")
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         devices = process_devices(gpus, int(os.environ.get("LOCAL_RANK", 0)),
                                   int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
@@ -87,14 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         if "RANK" in os.environ and not dist.is_initialized():
             dist.init_process_group("nccl" if gpus else "gloo")
             started_group = True
-        config = _config(args, sparsity=0.0)
         device = torch.device(devices[0])
         model, tokenizer = load(config, device)
-        windows, corpus = calibration_windows(config.calib, tokenizer, args.nsamples,
-                                              args.seqlen, args.seed, args.data_dir)
+        windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
+                                              config.seqlen, config.seed, args.data_dir)
         placement = {"devices": devices, "checkpointing": args.checkpointing}
         rank = rank_and_world()[0]
-        estimate = sensitivity_for(config, model, windows, corpus, "hutchinson", device,
+        estimate = sensitivity_for(config, model, windows, corpus, config.estimator, device,
                                    progress=not args.quiet and rank == 0, placement=placement)
         if rank == 0:
             result = {"config": config.key(), "calibration_source": corpus.source,
