@@ -56,8 +56,8 @@ def load(config: RunConfig, device: torch.device):
 
 def estimate_sensitivity(model, windows, name: str, key: dict, settings: dict,
                          progress: bool = True, place=None) -> dict:
-    """Per-matrix sensitivity by the registered estimator `name` (samrepro.estimators:
-    hutchinson, fisher, xxt, or OWL's outlier counts), computed once per (model, calibration,
+    """Per-matrix sensitivity by the estimator `name` registered in samrepro.estimators
+    (hutchinson, fisher, xxt, or OWL's outlier counts), computed once per (model, calibration,
     estimator settings) and cached.
 
     `key` names the model and the calibration data (model id, layers, data source, sizes,
