@@ -10,6 +10,8 @@ package data: a STAND-IN for the OPT family, see samrepro.standin), `smoke-opt` 
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import os
 import re
@@ -392,3 +394,23 @@ def split_model(spec: str) -> tuple[str, int | None]:
     if layers and not layers.isdigit():
         raise UserError(f"model {spec!r}: the part after @ must be a number of layers")
     return name, int(layers) if layers else None
+
+
+@contextlib.contextmanager
+def layer_checkpointing(model: nn.Module, enabled: bool = True):
+    """Within the block, every decoder layer is recomputed in the backward instead of keeping
+    its activations (torch.utils.checkpoint, non-reentrant: the double backward works)."""
+    if not enabled:
+        yield
+        return
+    from torch.utils.checkpoint import checkpoint
+
+    layers = list(decoder_layers(model))
+    for layer in layers:
+        forward = layer.forward
+        layer.forward = (lambda *a, _f=forward, **kw: checkpoint(_f, *a, use_reentrant=False, **kw))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # back to the class's forward

@@ -630,7 +630,7 @@ def placed(model: nn.Module, placement: dict):
     """Within the block `model` is where `placement` says ({"devices": [...],
     "checkpointing": bool}): on its one device, or split over several by shard_map with
     accelerate's hooks; afterwards it is back where it was, hooks removed."""
-    from .sensitivity import layer_checkpointing
+    from .models import layer_checkpointing
 
     devices = placement["devices"]
     home = next(model.parameters()).device

@@ -18,7 +18,6 @@ sen_W = Tr(∇²_W L)/n_W, L the model's cross-entropy on calibration windows.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -27,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import UserError
-from .models import decoder_layers, layer_of, prunable_linears
+from .models import layer_checkpointing, layer_of, prunable_linears
 
 ESTIMATORS = ("hutchinson", "fisher", "xxt")
 
@@ -167,26 +166,6 @@ class _LossScale:
                 return row
             self.value /= 2
             self.backoffs += 1
-
-
-@contextlib.contextmanager
-def layer_checkpointing(model: nn.Module, enabled: bool = True):
-    """Within the block, every decoder layer is recomputed in the backward instead of keeping
-    its activations (torch.utils.checkpoint, non-reentrant: the double backward works)."""
-    if not enabled:
-        yield
-        return
-    from torch.utils.checkpoint import checkpoint
-
-    layers = list(decoder_layers(model))
-    for layer in layers:
-        forward = layer.forward
-        layer.forward = (lambda *a, _f=forward, **kw: checkpoint(_f, *a, use_reentrant=False, **kw))
-    try:
-        yield
-    finally:
-        for layer in layers:
-            del layer.forward  # back to the class's forward
 
 
 def _blocks(min_probes: int, max_probes: int, chunk: int):
