@@ -12,7 +12,7 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     5 a run: experiments
     6 over runs: claims, settings
     7 results: report, plots, verify
-    8 tables: tables, standin
+    8 tables: tables, standin, local
     9 commands: cli, readme, lab
     10 entry points over the commands: distributed, __main__
 """

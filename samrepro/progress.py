@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 CACHED_SECONDS = 1.0  # a run faster than this was read from the cache
+BAR_WIDTH = 100  # characters: wider than a tqdm bar
 
 
 def duration(seconds: float) -> str:
@@ -66,7 +67,9 @@ class Tracked(Sequence):
         return self.items[index]
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream or sys.stderr, flush=True)
+        # "\r" and the padding: written over the progress bar that settings.run_all draws on
+        # the same stream, which redraws itself on the next line
+        print("\r" + text.ljust(BAR_WIDTH), file=self.stream or sys.stderr, flush=True)
 
     def __iter__(self):
         total, times = len(self.items), []

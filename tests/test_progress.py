@@ -36,7 +36,7 @@ def test_one_line_a_run_and_a_last_line_with_a_fake_clock():
     tracked = Tracked(configs, "table 1", stream=out, clock=lambda: next(ticks))
     assert len(tracked) == 3 and tracked[1] is configs[1]
     assert list(tracked) == configs
-    lines = out.getvalue().splitlines()
+    lines = [line.lstrip("\r").rstrip() for line in out.getvalue().split("\n") if line.strip()]
     assert lines == [
         "table 1 · run 1 of 3 · embedded · uniform obs 50% · seed 0 · "
         "time left: known after the first computed run",
@@ -61,6 +61,6 @@ def test_tables_run_arms_reports_every_run(monkeypatch, capsys):
             "dense": dict(model="tiny-llama", sparsity=0.0)}
     found = tables.run_arms(s, arms, "test")
     assert [r["seed"] for r in found["a"]] == [0, 1] and len(found["dense"]) == 1
-    err = capsys.readouterr().err.splitlines()
+    err = [line.strip() for line in capsys.readouterr().err.split("\n") if line.strip()]
     assert [line.split(" · ")[1] for line in err[:3]] == ["run 1 of 3", "run 2 of 3", "run 3 of 3"]
     assert "tiny-llama · dense · seed 0" in err[2] and err[-1].startswith("test · 3 runs done")
