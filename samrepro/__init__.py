@@ -10,7 +10,7 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     3 per matrix: hessian, solver, sensitivity
     4 per model: allocation, pipeline, evaluate, resume, plan
     5 a run: experiments
-    6 over runs: claims, settings
+    6 over runs: claims, settings, export
     7 results: report, plots, verify
     8 tables: tables, standin, local
     9 commands: cli, readme, lab
