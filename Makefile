@@ -1,6 +1,10 @@
 # The commands of the README, each doing its own set-up in .venv first:
-#   make table1     run notebooks/table1.ipynb at the embedded preset (SmolLM2-135M, CPU)
-#   make notebooks  run every notebook at the embedded preset into results/embedded/
+#   make table1     run notebooks/table1.ipynb at the embedded preset (SmolLM2-135M, CPU) into
+#                   results/local/embedded/ (git-ignored; the committed results/embedded/ stay
+#                   as they are), one progress line a run, then compare it with the committed one
+#   make notebooks  run every notebook at the embedded preset into results/local/embedded/
+#   make compare NOTEBOOK=table1  your run (results/local/) against the committed one
+#   make promote NOTEBOOK=table1  copy your run over the committed one (then make readme)
 #   make demo       prune the embedded model to 50% with the CLI and evaluate its perplexity
 #   make test       run the test suite (unit tests, and every notebook at the smoke preset)
 #   make verify NOTEBOOK=table1   re-run a committed result and check it against its intervals
@@ -22,7 +26,7 @@ NOTEBOOKS := table1 table2 table3 table4 figure1 figure2 figure3 allocations wal
 PRESET ?= embedded
 RUN_IN_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup demo test verify lab readme notebooks $(NOTEBOOKS)
+.PHONY: setup demo test verify compare promote lab readme notebooks $(NOTEBOOKS)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
@@ -59,12 +63,17 @@ lab: setup
 readme: setup
 	$(BIN)/python -m samrepro.readme
 
+# A notebook's run goes to results/local/<preset>/, never over the committed results. papermill
+# passes the kernel's stderr (one progress line a run, samrepro.progress) to the terminal.
+LOCAL := $(abspath results/local)
 $(NOTEBOOKS): setup
-	mkdir -p results/$(PRESET)
-	$(RUN_IN_VENV) $(BIN)/papermill --cwd notebooks notebooks/$@.ipynb \
-		results/$(PRESET)/$@.ipynb -p preset $(PRESET)
+	mkdir -p $(LOCAL)/$(PRESET)
+	$(RUN_IN_VENV) $(BIN)/papermill --cwd notebooks --no-progress-bar --stderr-file /dev/stderr \
+		notebooks/$@.ipynb $(LOCAL)/$(PRESET)/$@.ipynb -p preset $(PRESET) -p output_dir $(LOCAL)
 	$(BIN)/python -c 'import sys; from samrepro.report import tidy_notebook; tidy_notebook(sys.argv[1])' \
-		results/$(PRESET)/$@.ipynb
+		$(LOCAL)/$(PRESET)/$@.ipynb
+	@if [ -f results/$(PRESET)/$@.json ] && [ -f $(LOCAL)/$(PRESET)/$@.json ]; then \
+		$(BIN)/python -m samrepro.local compare $@ --preset $(PRESET); fi
 
 notebooks: $(NOTEBOOKS)
 
@@ -72,3 +81,11 @@ notebooks: $(NOTEBOOKS)
 NOTEBOOK ?= table1
 verify: setup
 	$(RUN_IN_VENV) $(BIN)/samrepro verify results/$(PRESET)/$(NOTEBOOK).json $(if $(SEEDS),--seeds $(SEEDS))
+
+# Your run of a notebook (make table1: results/local/) against the committed one, by the same
+# rule; exit status 1 when they contradict each other. promote: make it the committed one.
+compare: setup
+	$(BIN)/python -m samrepro.local compare $(NOTEBOOK) --preset $(PRESET) --strict
+
+promote: setup
+	$(BIN)/python -m samrepro.local promote $(NOTEBOOK) --preset $(PRESET)

@@ -4,7 +4,7 @@ Language Models" (Shao, Liu, Qian; ICASSP 2024).
 Layers, lowest first. A module imports only modules of lower layers, never one of its own
 layer or above (tests/test_layering.py reads this list and checks every import, lazy ones too):
 
-    0 foundations: __init__, errors, files, provenance, stats
+    0 foundations: __init__, errors, files, inputs, progress, provenance, stats
     1 machine, sizes, registries: hardware, memory, presets, cache, registry
     2 inputs: models, data
     3 per matrix: hessian, solver, sensitivity
@@ -12,9 +12,9 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     5 estimates: estimators
     6 a run's configuration: config
     7 a run: experiments
-    8 over runs: claims, settings
+    8 over runs: claims, settings, export
     9 results: report, plots, verify
-    10 tables: tables, standin
+    10 tables: tables, standin, local
     11 commands: cli, readme, lab
     12 entry points over the commands: distributed, __main__
 """

@@ -135,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seeds", type=int, default=None, help="calibration seeds for the re-run "
                    "(default: as many as were committed; fewer is quicker and less decisive)")
 
+    x = sub.add_parser("export", help="prune, then write a Hugging Face checkpoint that plain "
+                                      "transformers loads, with its sparsity map")
+    _pruning(x)
+    x.add_argument("--eval", type=_datasets, default=None, metavar="D1,D2",
+                   help="datasets whose perplexity the map records (default: as prune)")
+    x.add_argument("--eval-windows", type=int, default=None, metavar="K",
+                   help="evaluate only the first K windows of each stream (CPU presets)")
+    x.add_argument("--out", required=True, metavar="DIR", help="a new folder for the checkpoint "
+                   "and sparsity_map.json")
+    x.set_defaults(save=None)
+
     pl = sub.add_parser("plan", help="where each step of a run goes, its peak memory and time, "
                                      "and whether it fits: from config.json alone, no weights")
     _planning(pl)
@@ -260,6 +271,19 @@ def run_prune(args) -> dict:
     return result
 
 
+def run_export(args) -> str:
+    """`samrepro export`: the checkpoint and its sparsity map (samrepro.export); a summary."""
+    from .export import MAP_FILE, export
+
+    config = _checked_config(args)
+    sensitivity = _read_sensitivity(args.sensitivity) if args.sensitivity else None
+    found = export(config, args.out, args.data_dir, args.device, not args.quiet, sensitivity)
+    ppl = ", ".join(f"{k} {v['ppl']:.2f}" for k, v in found["perplexity"].items())
+    return (f"wrote {args.out}: a transformers checkpoint and {MAP_FILE} ({len(found['matrices'])} "
+            f"matrices, achieved sparsity {found['overall']['achieved_sparsity']:.2%}"
+            f"{'; perplexity ' + ppl if ppl else ''})")
+
+
 def run_sensitivity(args) -> dict:
     _check_common_args(args)
     config = _config(args, sparsity=0.0)
@@ -361,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             from .verify import verify
 
             return verify(args.results, args.scratch, args.seeds)
+        elif args.command == "export":
+            print(run_export(args))
         elif args.command == "plan":
             text, plans = run_plan(args)
             print(text)

@@ -56,3 +56,60 @@ def figure3(df, path=None):
     if path:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def _matrix_parts(name: str) -> tuple[int, str]:
+    """'model.layers.3.mlp.down_proj' → (3, 'down_proj')."""
+    parts = name.split(".")
+    layer = next(int(p) for p in parts if p.isdigit())
+    return layer, parts[-1]
+
+
+def allocation_bars(targets: dict, p: float, alpha: float, achieved: dict | None = None,
+                    title: str = "", path=None):
+    """Per-matrix sparsity as bars grouped by matrix type (layers in order within a type), the
+    band p ± α that a mixed allocation keeps to and the line at p (docs/method.md §4);
+    `achieved` (name → counted sparsity) as dots on the bars."""
+    kinds = list(dict.fromkeys(_matrix_parts(n)[1] for n in targets))
+    order = sorted(targets, key=lambda n: (kinds.index(_matrix_parts(n)[1]), _matrix_parts(n)[0]))
+    colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(kinds)}
+    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(order) + 2), 3.5))
+    x = range(len(order))
+    ax.axhspan(p - alpha, p + alpha, color="0.9", label=f"p ± α = {p:.0%} ± {alpha:.0%}")
+    ax.axhline(p, color="0.4", lw=1, ls="--", label=f"p = {p:.0%}")
+    ax.bar(x, [targets[n] for n in order], color=[colors[_matrix_parts(n)[1]] for n in order],
+           width=0.8)
+    if achieved:
+        ax.plot(x, [achieved[n] for n in order], "k.", ms=3, label="achieved (zeros counted)")
+    positions = {k: [i for i, n in enumerate(order) if _matrix_parts(n)[1] == k] for k in kinds}
+    ax.set_xticks([sum(v) / len(v) for v in positions.values()], kinds, fontsize=8)
+    ax.set_ylim(max(0.0, p - 2 * alpha), min(1.0, p + 2 * alpha))
+    ax.set_ylabel("sparsity")
+    ax.set_title(title or "Per-matrix sparsity by matrix type (layers left to right)")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def allocation_heatmap(sparsities: dict, title: str = "", path=None, ax=None):
+    """Per-matrix sparsity as a heat map: decoder layers (rows) × matrix types (columns)."""
+    cells = {_matrix_parts(n): v for n, v in sparsities.items()}
+    layers = sorted({layer for layer, _ in cells})
+    kinds = list(dict.fromkeys(kind for _, kind in cells))
+    grid = [[cells.get((layer, kind), float("nan")) for kind in kinds] for layer in layers]
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1 + 0.8 * len(kinds), 1 + 0.25 * len(layers)))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(kinds)), kinds, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ax.set_ylabel("decoder layer")
+    ax.set_title(title or "Per-matrix sparsity", fontsize=9)
+    ax.figure.colorbar(image, ax=ax, label="sparsity")
+    if fig is not None:
+        fig.tight_layout()
+        if path:
+            fig.savefig(path, dpi=120)
+    return ax.figure

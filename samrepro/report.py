@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .files import write_json, write_text
 from .hardware import default_device, machine
+from .inputs import of as inputs_of
 from .provenance import code_hash, git_commit, versions, warn_if_versions_differ
 from .settings import SETTING_KEYS, results_dir
 
@@ -113,7 +114,8 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
     provenance = {"preset": s["preset"], "settings": {k: s.get(k) for k in SETTING_KEYS},
                   "versions": versions(), "device": str(default_device(s["device"])),
                   "machine": machine(), "code": code_hash(), "git_commit": git_commit(),
-                  "wall_seconds": round(time.time() - s["started"], 1)}
+                  "wall_seconds": round(time.time() - s["started"], 1),
+                  "inputs": inputs_of(s)}  # weights' and texts' hashes and sources
     write_json(folder / f"{name}.json", {
         **provenance, "rows": table.to_dict(orient="records"), "claims": claims,
         "paper": None if paper_table is None else paper_table.to_dict(orient="records"),

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .allocation import allocation
 from .errors import UserError
 from .experiments import RunConfig, run
+from .inputs import record as record_inputs
 from .models import default_calibration, default_evaluation
 from .models import split_model
 from .presets import preset
@@ -75,8 +76,10 @@ def run_all(s: dict, configs: list[RunConfig], desc: str = "runs") -> list[dict]
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return [run(cfg, s["data_dir"], s["device"], progress=False)
-                for cfg in tqdm(configs, desc=desc)]
+        results = [run(cfg, s["data_dir"], s["device"], progress=False)
+                   for cfg in tqdm(configs, desc=desc)]
+        record_inputs(s, results)  # the models' and texts' hashes, for the results file
+        return results
     finally:
         if shown:
             hf_logging.enable_progress_bar()

@@ -5,9 +5,11 @@ layer-wise Hessian H = 2XXᵀ/n, the solver walks the columns left to right in b
 start of each block it picks which weights of the block to drop (by the saliency score), then
 zeroes (and, with `wbits` < 16, quantizes) one column at a time and spreads each column's error
 onto the columns not yet processed with the OBS update
-    W[:, j:] -= ((w_j - q_j) / U_jj) · U[j, j:],        U = upper Cholesky factor of H⁻¹.
-U_mm² equals [H_F⁻¹]_mm, the inverse Hessian restricted to the columns F = m, m+1, … that
-are still free when column m is reached (the sequential OBS inverse).
+    W[:, j:] -= ((w_j - q_j) / U_jj) · U[j, j:],        U = upper Cholesky factor of H⁻¹,
+where q_j is the value column j gets: 0 where masked, its quantized value where quantized, w_j
+elsewhere. U_mm² equals [(H_FF)⁻¹]_mm, the inverse of H restricted to the columns F = m, m+1,
+… still free when column m is reached (the inverse of the restricted Hessian, written
+[H_F⁻¹]_mm for short: the sequential OBS inverse).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _obs(W, U_diag, H_diag):  # paper eq. (2): w² / [H⁻¹]_mm
 
 
 @register_saliency("isc")
-def _isc(W, U_diag, H_diag):  # paper eq. (4): w² (H_mm + 1/[H⁻¹]_mm), OBD's and OBS's terms
+def _isc(W, U_diag, H_diag):  # paper eq. (4): w²/[H⁻¹]_mm + w² H_mm, OBS's term plus OBD's
     return W.square() * (H_diag + 1.0 / U_diag.square())
 
 

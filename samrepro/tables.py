@@ -18,6 +18,7 @@ from .errors import UserError
 from .experiments import load, needs_calibration, sensitivity_for
 from .hardware import default_device
 from .models import layer_of
+from .progress import track
 from .report import paper_reference
 from .settings import config, run_all
 from .sensitivity import layer_sensitivity, spearman
@@ -38,6 +39,7 @@ def run_arms(s: dict, arms: dict[tuple, dict], desc: str) -> dict[tuple, list[di
     flat = [(label, seed) for label in arms
             for seed in range(1 if _seed_free(build(label, 0)) else s["seeds"])]
     configs = [build(label, seed) for label, seed in flat]
+    configs = track(configs, desc)  # one line a run on stderr: model, arm, seed, time left
     found: dict[tuple, list[dict]] = {}
     for (label, _), result in zip(flat, run_all(s, configs, desc=desc)):
         found.setdefault(label, []).append(result)

@@ -1,0 +1,60 @@
+"""A run of your own against the committed one, and its promotion (samrepro.local): the
+comparison finds a planted contradiction and nothing in an identical copy."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from samrepro import local
+from samrepro.errors import UserError
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "embedded" / "table1.json"
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "embedded").mkdir()
+    (tmp_path / "local" / "embedded").mkdir(parents=True)
+    shutil.copy(COMMITTED, tmp_path / "embedded" / "table1.json")
+    shutil.copy(COMMITTED, tmp_path / "local" / "embedded" / "table1.json")
+    return tmp_path
+
+
+def test_an_identical_run_agrees_everywhere(root):
+    bad, text = local.summary("table1", root=root)
+    assert bad == 0 and "make promote NOTEBOOK=table1" in text
+    rows = json.loads(COMMITTED.read_text())["rows"]
+    assert "DIFF" not in text and len(rows) > 0
+
+
+def test_a_flipped_cell_and_a_value_outside_its_interval_are_reported(root):
+    path = root / "local" / "embedded" / "table1.json"
+    data = json.loads(path.read_text())
+    cell = next(c for claim in data["claims"] for c in claim["cells"] if c["outcome"] == "holds")
+    cell["outcome"], cell["low"], cell["high"] = "fails", 0.5, 0.6  # opposite side, no overlap
+    row = data["rows"][0]
+    row["ptb"] = row["ptb_high"] * 2
+    data["settings"]["seeds"] = 3
+    path.write_text(json.dumps(data))
+    bad, text = local.summary("table1", root=root)
+    assert bad == 2
+    assert sum(line.startswith("  DIFF ") for line in text.splitlines()) == 2 and "OUTSIDE" in text and "fewer seeds" in text
+    assert "(3 seeds" in text and "disagree" in text
+
+
+def test_promote_copies_the_local_files_over_the_committed_ones(root):
+    folder = root / "local" / "embedded"
+    (folder / "table1.md").write_text("mine")
+    (folder / "figure2-embedded.png").write_bytes(b"png")  # another notebook's: stays
+    copied = local.promote("table1", root=root)
+    assert sorted(p.name for p in copied) == ["table1.json", "table1.md"]
+    assert (root / "embedded" / "table1.md").read_text() == "mine"
+    assert not (root / "embedded" / "figure2-embedded.png").exists()
+
+
+def test_a_missing_local_run_says_what_to_do(tmp_path):
+    with pytest.raises(UserError, match="run `make table1` first"):
+        local.summary("table1", root=tmp_path)
+    assert local.main(["compare", "table9"]) == 2
