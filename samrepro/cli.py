@@ -15,11 +15,11 @@ from pathlib import Path
 from . import __version__
 from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, traces
 from .config import DISTRIBUTIONS
-from .data import DATASETS, calibration_windows
+from .data import DATASETS
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
 from .errors import UserError, check_sparsity
-from .hardware import DTYPES, default_device
-from .experiments import SAVE_MARK, RunConfig, load, prune_and_evaluate, sensitivity_for
+from .hardware import DTYPES
+from .experiments import SAVE_MARK, RunConfig, estimates_for, prune_and_evaluate
 from .files import write_json
 from .models import default_calibration, default_evaluation, default_seqlen
 from .provenance import versions
@@ -287,12 +287,9 @@ def run_export(args) -> str:
 def run_sensitivity(args) -> dict:
     _check_common_args(args)
     config = _config(args, sparsity=0.0)
-    device = default_device(args.device)
-    model, tokenizer = load(config, device)
-    windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
-                                          config.seqlen, config.seed, args.data_dir)
-    estimate = sensitivity_for(config, model, windows, corpus, config.estimator, device,
-                               not args.quiet)
+    found, corpus = estimates_for(config, [config.estimator], args.data_dir, args.device,
+                                  not args.quiet)
+    estimate = found[config.estimator]
     result = {"config": config.key(), "calibration_source": corpus.source,
               "versions": versions(), **estimate, "layers": layer_sensitivity(traces(estimate))}
     if args.json:

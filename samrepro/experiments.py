@@ -111,6 +111,20 @@ def sensitivity_for(config: RunConfig, model, windows, corpus, name: str, device
             model.to("cpu")  # the pruning pass moves one layer at a time
 
 
+def estimates_for(config: RunConfig, names, data_dir=None, device=None, progress: bool = True,
+                  placement: dict | None = None) -> tuple[dict, object]:
+    """Load → calibrate → estimate: {estimator: estimate} of `config`'s model on its
+    calibration windows (read from the cache when there), and the calibration corpus. The one
+    path of `samrepro sensitivity`, the torchrun entry, the export and the figures' tables."""
+    device = default_device(device)
+    config = on_device(config, device)
+    model, tokenizer = load(config, device)
+    windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
+                                          config.seqlen, config.seed, data_dir)
+    return {name: sensitivity_for(config, model, windows, corpus, name, device, progress,
+                                  placement) for name in names}, corpus
+
+
 _STREAMS: dict = {}
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from . import __version__
 from .allocation import allocation
 from .errors import UserError
-from .experiments import (RunConfig, calibrate, load, on_device, prune_and_evaluate,
-                          sensitivity_for)
+from .experiments import RunConfig, estimates_for, on_device, prune_and_evaluate
 from .files import write_json
 from .hardware import default_device
 from .models import load_model, prunable_linears
@@ -54,10 +53,8 @@ def _sensitivity(config: RunConfig, data_dir, device, progress: bool) -> dict | 
     rule = allocation(config.allocation)
     if not rule.needs_estimate or config.sparsity == 0:
         return None
-    model, tokenizer = load(config, device)
-    windows, corpus = calibrate(config, tokenizer, data_dir)
-    return sensitivity_for(config, model, windows, corpus, rule.estimator or config.estimator,
-                           device, progress)
+    name = rule.estimator or config.estimator
+    return estimates_for(config, [name], data_dir, device, progress)[0][name]
 
 
 def zeros_per_matrix(folder) -> dict[str, tuple[int, int]]:
