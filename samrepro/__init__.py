@@ -4,7 +4,7 @@ Language Models" (Shao, Liu, Qian; ICASSP 2024).
 Layers, lowest first. A module imports only modules of lower layers, never one of its own
 layer or above (tests/test_layering.py reads this list and checks every import, lazy ones too):
 
-    0 foundations: __init__, errors, files, inputs, progress, provenance, stats
+    0 foundations: __init__, errors, files, inputs, names, progress, provenance, stats
     1 machine and sizes: hardware, memory, presets, cache
     2 inputs: models, data
     3 per matrix: hessian, solver, sensitivity
