@@ -1,5 +1,5 @@
 """samrepro: a reproduction of "One-Shot Sensitivity-Aware Mixed Sparsity Pruning for Large
-Language Models" (Shao, Liu, Qian; ICASSP 2024).
+Language Models" (Shao et al., ICASSP 2024).
 
 Layers, lowest first. A module imports only modules of lower layers, never one of its own
 layer or above (tests/test_layering.py reads this list and checks every import, lazy ones too):
