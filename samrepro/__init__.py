@@ -1,10 +1,10 @@
 """samrepro: a reproduction of "One-Shot Sensitivity-Aware Mixed Sparsity Pruning for Large
-Language Models" (Shao, Liu, Qian; ICASSP 2024).
+Language Models" (Shao et al., ICASSP 2024).
 
 Layers, lowest first. A module imports only modules of lower layers, never one of its own
 layer or above (tests/test_layering.py reads this list and checks every import, lazy ones too):
 
-    0 foundations: __init__, errors, files, inputs, progress, provenance, stats
+    0 foundations: __init__, errors, files, inputs, names, progress, provenance, stats
     1 machine, sizes, registries: hardware, memory, presets, cache, registry
     2 inputs: models, data
     3 per matrix: hessian, solver, sensitivity

@@ -7,13 +7,34 @@ import matplotlib
 matplotlib.use("Agg")  # files, not windows; notebooks still show the returned figure
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import write_text  # noqa: E402
+from .names import model_label  # noqa: E402
+
+# What each figure shows, under it in the Markdown results (embed) and in the notebooks
+CAPTIONS = {
+    "figure1": "Layer sensitivity against depth: the sum of a decoder layer's per-matrix average "
+               "Hessian traces (Hutchinson, pooled over the calibration seeds), ± one standard "
+               "error. The paper's Figure 1 claims a U shape: first and last layers most "
+               "sensitive (C5).",
+    "figure2": "Per-matrix average Hessian trace (Hutchinson) by matrix type across the decoder "
+               "layers of {model} (symmetric log scale). The paper's Figure 2 claims v_proj and "
+               "down_proj are the most sensitive types (C6).",
+    "figure3": "PTB perplexity against the achieved overall sparsity (zeros counted after "
+               "pruning, mean over seeds), per method, with 95% intervals over seeds and "
+               "evaluation windows (log scale). The paper's Figure 3 claims the method's gain "
+               "over SparseGPT grows with sparsity (C3).",
+    "allocation": "Per-matrix sparsity that Algorithm 1 as printed gives {model} at p = {p:.0%}, "
+                  "α = {alpha}, from the pooled sensitivity estimate: decoder layers (rows) × "
+                  "matrix types (columns) (docs/method.md §4).",
+}
+
 
 def figure1(layers_by_model: dict, path=None):
     """Layer-level sensitivity against depth, ± one standard error (paper's Figure 1)."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for model, df in layers_by_model.items():
         ax.errorbar(df["index"], df["trace"], yerr=df["stderr"], marker="o", ms=3, capsize=2,
-                    label=model)
+                    label=model_label(model))
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("sum of avg. Hessian traces")
     ax.set_title("Layer-level sensitivity (Hutchinson)")
@@ -32,7 +53,7 @@ def figure2(matrices, model: str, path=None):
     ax.set_yscale("symlog", linthresh=max(1e-12, float(matrices["trace"].abs().median()) / 10))
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("avg. Hessian trace")
-    ax.set_title(f"Weight-level sensitivity by matrix type: {model}")
+    ax.set_title(f"Weight-level sensitivity by matrix type: {model_label(model)}")
     ax.legend(ncol=4, fontsize=8)
     fig.tight_layout()
     if path:
@@ -41,21 +62,43 @@ def figure2(matrices, model: str, path=None):
 
 
 def figure3(df, path=None):
-    """PTB perplexity against overall sparsity, per method (paper's Figure 3)."""
+    """PTB perplexity against the achieved overall sparsity, per method, with each point's 95%
+    interval (the paper's Figure 3 plots the target sparsity; a mixed allocation can miss it)."""
     models = list(dict.fromkeys(df["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.5), squeeze=False)
     for ax, model in zip(axes[0], models):
         for method, part in df[df.model == model].groupby("method", sort=False):
-            ax.plot(part["sparsity"], part["ptb"], marker="o", label=method)
+            x = part["achieved_sparsity"] if "achieved_sparsity" in part else part["sparsity"]
+            errors = None
+            if {"ptb_low", "ptb_high"} <= set(part.columns):
+                errors = [part["ptb"] - part["ptb_low"], part["ptb_high"] - part["ptb"]]
+            ax.errorbar(x, part["ptb"], yerr=errors, marker="o", ms=4, capsize=3, label=method)
         ax.set_yscale("log")
-        ax.set_xlabel("overall sparsity")
+        ax.set_xlabel("achieved overall sparsity")
         ax.set_ylabel("PTB perplexity")
-        ax.set_title(model)
+        ax.set_title(model_label(model))
         ax.legend()
     fig.tight_layout()
     if path:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def embed(markdown, picture, caption: str) -> str:
+    """Add `picture` (a file beside the Markdown result) with its caption to the end of the
+    Markdown result `markdown` (results/<preset>/<name>.md, written by report.write); the
+    added text."""
+    from pathlib import Path
+
+    markdown, picture = Path(markdown), Path(picture)
+    text = markdown.read_text(encoding="utf-8")
+    added = f"![{picture.stem}]({picture.name})\n\n*{picture.name}: {caption}*\n"
+    if added not in text:  # before the provenance, the last section
+        head, mark, tail = text.rpartition("## Provenance")
+        text = (f"{head}{added}\n{mark}{tail}" if mark
+                else text.rstrip("\n") + "\n\n" + added)
+        write_text(markdown, text)
+    return added
 
 
 def _matrix_parts(name: str) -> tuple[int, str]:
