@@ -188,3 +188,20 @@ def test_an_average_over_parts_with_a_shared_seed_effect_covers_near_95_percent(
 def test_parts_must_share_their_seeds():
     with pytest.raises(ValueError, match="same seeds"):
         average_interval([np.zeros((3, 4)), np.zeros((2, 4))])
+
+
+@pytest.mark.parametrize("seeds", [3, 10])
+def test_table3s_average_over_parts_counts_each_residual_once(seeds):
+    """Four parts of different sizes, residual-dominated, a shared seed effect: the average's
+    interval covers 94.5–97.5% and its SE is near the true one (a doubled residual: ~√2)."""
+    rng = np.random.default_rng(seeds)
+    units, residual_sd, seed_sd = [10, 6, 14, 10], 0.4, 0.01
+    seed_effect = rng.normal(0, seed_sd, (DRAWS, seeds, 1))
+    parts = [seed_effect + rng.normal(0, 0.01, (DRAWS, 1, n))
+             + rng.normal(0, residual_sd, (DRAWS, seeds, n)) for n in units]
+    true_var = (seed_sd**2 / seeds
+                + sum(0.01**2 / n + residual_sd**2 / (seeds * n) for n in units) / 16)
+    m, variance, df = crossed_variance(parts)
+    coverage = np.mean(np.abs(m) <= t_quantile(df) * np.sqrt(variance))
+    assert 0.945 <= coverage <= 0.975, coverage
+    assert 0.97 <= math.sqrt(np.mean(variance) / true_var) <= 1.25
