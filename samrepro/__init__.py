@@ -10,8 +10,8 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     3 per matrix: hessian, solver, sensitivity
     4 per model: allocation, pipeline, evaluate, resume, plan
     5 a run: experiments
-    6 over runs: claims, settings
-    7 results: report, plots, verify
+    6 over runs: claims, settings, plots
+    7 results: report, verify
     8 tables: tables, standin
     9 commands: cli, readme, lab
     10 entry points over the commands: distributed, __main__

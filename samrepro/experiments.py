@@ -119,7 +119,7 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
     settings = {"estimator": estimator}
     if estimator == "hutchinson":
         settings.update(rel_tol=rel_tol, max_probes=max_probes, distribution=distribution,
-                        seed=seed)
+                        seed=seed, samples=True)  # per-probe samples: C5/C6 pair them
 
     def compute():
         if place is not None:
@@ -130,7 +130,8 @@ def estimate_sensitivity(model, windows, estimator: str, key: dict, *, rel_tol: 
     def estimate():
         if estimator == "hutchinson":
             return hutchinson(model, windows, rel_tol=rel_tol, max_probes=max_probes,
-                              distribution=distribution, seed=seed, progress=progress)
+                              distribution=distribution, seed=seed, progress=progress,
+                              keep_samples=True)
         if estimator == "fisher":
             return fisher(model, windows, progress=progress)
         diagonals = layer_hessian_diagonals(model, windows, progress=progress)

@@ -114,10 +114,14 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
                   "versions": versions(), "device": str(default_device(s["device"])),
                   "machine": machine(), "code": code_hash(), "git_commit": git_commit(),
                   "wall_seconds": round(time.time() - s["started"], 1)}
+    data = table.attrs.get("result", {})  # the format and per-window data (tables._data)
     write_json(folder / f"{name}.json", {
         **provenance, "rows": table.to_dict(orient="records"), "claims": claims,
         "paper": None if paper_table is None else paper_table.to_dict(orient="records"),
-        **(extra or {})})
+        **data, **(extra or {})})
+    if data.get("format", 1) >= 2 and any(c.get("cells") for c in claims):
+        from .plots import forest
+        forest(claims, folder / f"{name}-forest.png")
     write_text(folder / f"{name}.csv", table.to_csv(index=False))
     lines = [f"# {name} ({s['preset']} preset)", "", notes, "", "## Ours", "",
              _markdown(table), ""]
