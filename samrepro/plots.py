@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")  # files, not windows; notebooks still show the returned figure
@@ -81,7 +83,8 @@ def _forest_rows(claims: list[dict]) -> dict[str, list[dict]]:
                 "claim": claim["claim"], "model": str(arms[0]).split()[0],
                 "headline": bool(cell.get("headline")), "value": scale * value,
                 "low": scale * cell["low"], "high": scale * cell["high"],
-                "label": cell["text"].split(":")[0], "outcome": cell.get("label", cell["outcome"])})
+                "label": re.sub(r" \(headline, average over [^)]*\)", "", cell["text"].split(":")[0]),
+                "outcome": cell.get("label", cell["outcome"])})
     return panels
 
 
@@ -105,6 +108,9 @@ def forest(claims: list[dict], path=None):
                         fmt="D" if r["headline"] else "o", ms=6 if r["headline"] else 3,
                         color=colours[r["model"]], capsize=2, lw=1.6 if r["headline"] else 0.8)
         ax.axvline(0, color="grey", lw=0.8)
+        for y in range(1, len(rows)):  # a rule between claims
+            if rows[y]["claim"] != rows[y - 1]["claim"]:
+                ax.axhline(-y + 0.5, color="lightgrey", lw=0.6)
         ax.set_yticks([-y for y in range(len(rows))])
         ax.set_yticklabels([f"{r['claim']} {'◆ ' if r['headline'] else ''}{r['label']} "
                             f"({r['outcome']})" for r in rows], fontsize=6)
@@ -117,6 +123,6 @@ def forest(claims: list[dict], path=None):
                          fontsize=9)
     fig.tight_layout()
     if path:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)  # written with the results: not shown again in the notebook
     return fig
