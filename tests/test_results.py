@@ -35,17 +35,22 @@ def _scored_streams(rows, models, **where) -> int:
     return sum(len([k for k in PPL if k in r and r[k] == r[k]]) for r in scored)
 
 
+def _unmatched(items: list[dict]) -> list[dict]:
+    """Rows or cells without the matched arms of the new format (claims.FORMAT 2)."""
+    return [x for x in items if not x.get("matched") and "matched (baseline" not in x.get("text", "")]
+
+
 def test_table1_verdicts_and_sparsities():
     result = _load("table1")
     rows, models, p = result["rows"], result["settings"]["models"], result["settings"]["sparsities"][0]
     mixed = result["settings"]["allocation"]
     c2 = "C2" if mixed == "paper" else f"C2-{mixed}"
     # one cell a model and stream (test_three_valued_cells_… checks the cells' outcomes)
-    cells = {c["claim"]: len(c["cells"]) for c in result["claims"]}
-    streams = _scored_streams(rows, models, allocation="uniform", saliency="obs")
+    cells = {c["claim"]: len(_unmatched(c["cells"])) for c in result["claims"] if c["claim"] != "C0"}
+    streams = _scored_streams(_unmatched(rows), models, allocation="uniform", saliency="obs")
     assert cells == {"C1": streams, c2: 2 * streams}
     assert {r["allocation"] for r in rows} == {"uniform", mixed}
-    for row in rows:
+    for row in _unmatched(rows):
         if row["allocation"] == "paper":  # Algorithm 1 as printed drifts from p (either way)
             assert abs(row["achieved_sparsity"] - p) <= 0.1
         else:
@@ -215,7 +220,8 @@ def test_three_valued_cells_follow_their_intervals_and_the_counts_follow_the_cel
             counts = {o: sum(c["outcome"] == o for c in claim["cells"])
                       for o in ("holds", "fails", "inconclusive")}
             assert claim["counts"] == counts, (path.name, claim["claim"])
-            assert claim["verdict"] == ", ".join(f"{o} {n}" for o, n in counts.items())
+            if json.loads(path.read_text()).get("format", 1) < 2:  # new: chance, outside
+                assert claim["verdict"] == ", ".join(f"{o} {n}" for o, n in counts.items())
     assert checked, "no committed cell has an interval"
 
 
@@ -228,3 +234,147 @@ def test_the_committed_results_come_from_one_version_of_the_code():
         hashes.setdefault(json.loads(path.read_text()).get("code"), []).append(path.name)
     assert None not in hashes, f"results without a code hash (re-run them): {hashes[None]}"
     assert len(hashes) == 1, f"results from several code versions: {hashes}"
+
+
+# ---- results in the new format (claims.FORMAT 2): every interval recomputes from the data ----
+# Written out here again with numpy and scipy, independently of samrepro.stats: the crossed
+# seeds × units interval of docs/method.md §7 from a two-way analysis of variance by sums of
+# squares (SS_total = SS_seed + SS_unit + SS_residual), Satterthwaite's degrees of freedom,
+# floored at the residual term.
+
+def _anova(d):
+    """(grand mean, MS_seed, MS_unit, MS_residual) of a seeds × units array."""
+    import numpy as np
+
+    S, K = d.shape
+    grand = d.mean()
+    ss_seed = K * ((d.mean(1) - grand) ** 2).sum()
+    ss_unit = S * ((d.mean(0) - grand) ** 2).sum()
+    ss_res = ((d - grand) ** 2).sum() - ss_seed - ss_unit
+    return grand, ss_seed / max(S - 1, 1), ss_unit / (K - 1), \
+        ss_res / ((S - 1) * (K - 1)) if S > 1 else np.nan
+
+
+def _independent_interval(parts):
+    """(estimate, low, high) of the average over parts (seeds × units each) of their means."""
+    import numpy as np
+    from scipy.stats import t
+
+    parts = [np.asarray(p, dtype=float) for p in parts]
+    T, S = len(parts), parts[0].shape[0]
+    positive, negative = [], []  # (variance term, its degrees of freedom)
+    if S > 1:
+        per_seed = np.mean([p.mean(1) for p in parts], axis=0)
+        positive.append((((per_seed - per_seed.mean()) ** 2).sum() / (S - 1) / S, S - 1))
+    for p in parts:
+        K = p.shape[1]
+        _, _, ms_unit, ms_res = _anova(p)
+        positive.append((ms_unit / (S * K) / T**2, K - 1))
+        if S > 1:
+            negative.append((ms_res / (S * K) / T**2, (S - 1) * (K - 1)))
+    estimate = float(np.mean([p.mean() for p in parts]))
+    variance = sum(v for v, _ in positive) - sum(v for v, _ in negative)
+    terms = positive + negative
+    if negative and variance < sum(v for v, _ in negative):
+        variance, terms = sum(v for v, _ in negative), negative
+    if variance <= 0:
+        return estimate, estimate, estimate
+    df = variance**2 / sum(v**2 / f for v, f in terms)
+    half = t.ppf(0.975, df) * math.sqrt(variance)
+    return estimate, estimate - half, estimate + half
+
+
+def _recompute(result: dict, cell: dict):
+    """(estimate, low, high) of a cell, from the result's window_nll / document_scores."""
+    import numpy as np
+
+    nll = result.get("window_nll", {})
+    stat = cell["statistic"]
+    if stat in ("relative_change", "mean_log_change"):
+        a, b = cell["arms"]
+        streams = [cell["stream"]] if stat == "relative_change" else cell["streams"]
+        parts = [np.subtract(*np.broadcast_arrays(np.array(nll[a][s]), np.array(nll[b][s])))
+                 for s in streams]
+        return tuple(math.expm1(v) for v in _independent_interval(parts))
+    if stat == "slope":
+        x = np.array(cell["x"])
+        gains = [np.array(nll[a][cell["stream"]]) - np.array(nll[b][cell["stream"]])
+                 for a, b in cell["pairs"]]
+        seeds = max(g.shape[0] for g in gains)
+        gains = [np.broadcast_to(g, (seeds, g.shape[1])) for g in gains]
+        centred = x - x.mean()
+        slope = sum(c * g for c, g in zip(centred, gains)) / (centred**2).sum()
+        return _independent_interval([slope])
+    if stat == "accuracy_difference":
+        a, b = cell["arms"]
+        scores = result["document_scores"]
+        parts = [np.array(scores[a][cell["setting"]][t]) - np.array(scores[b][cell["setting"]][t])
+                 for t in cell["tasks"]]
+        return _independent_interval(parts)
+    return None
+
+
+def check_new_format(result: dict) -> int:
+    """Every interval of a format-2 result recomputed from its data; the outcome rules and
+    the counts checked. Returns how many intervals were recomputed."""
+    from samrepro.claims import TOLERANCE
+
+    checked = 0
+    for claim in result["claims"]:
+        cells = [*claim.get("headlines", []), *claim["cells"]]
+        for cell in cells:
+            got = _recompute(result, cell)
+            if got is not None:
+                estimate = cell.get("change", cell.get("difference", cell.get("slope")))
+                assert (estimate, cell["low"], cell["high"]) == pytest.approx(
+                    got, rel=1e-7, abs=1e-12), (claim["claim"], cell["text"])
+                checked += 1
+            pair = cell.get("achieved")
+            if pair and abs(pair[0] - pair[1]) > TOLERANCE and cell["outcome"] != "identical":
+                assert cell["outcome"] == "confounded", cell["text"]
+                assert cell["label"] == f"confounded (Δ {100 * (pair[0] - pair[1]):+.2f} points)"
+            if cell["outcome"] in ("holds", "fails", "inconclusive") and "low" in cell \
+                    and cell["statistic"] != "slope":
+                low, high = cell["low"], cell["high"]
+                if cell["statistic"] == "accuracy_difference":
+                    low, high = -high, -low
+                assert cell["outcome"] == ("holds" if high < 0 else "fails" if low > 0
+                                           else "inconclusive"), cell["text"]
+        counts = {o: sum(c["outcome"] == o for c in claim["cells"])
+                  for o in ("holds", "fails", "inconclusive")}
+        assert claim["counts"] == counts, claim["claim"]
+    return checked
+
+
+def test_new_format_results_recompute_from_their_own_data(tmp_path, monkeypatch):
+    """Table 1 at the smoke preset, written to a scratch folder: every interval of its
+    claims recomputes from the per-seed, per-window NLLs it carries; every confounded pair
+    has its matched cell."""
+    from samrepro import report, settings, tables
+
+    s = settings.settings("smoke", output_dir=str(tmp_path))
+    df, claims, paper = tables.table1(s)
+    folder = report.write(s, "table1", df, claims, paper)
+    result = json.loads((folder / "table1.json").read_text())
+    assert result["format"] == 2 and result["window_nll"]
+    assert check_new_format(result) >= len(result["claims"][0]["cells"])
+    assert (folder / "table1-forest.png").exists()
+    c2 = next(c for c in result["claims"] if c["claim"].startswith("C2"))
+    for cell in c2["cells"]:
+        if cell["outcome"] == "confounded":
+            assert any(o["arms"][0] == cell["arms"][0] and o["stream"] == cell["stream"]
+                       and abs(o["achieved"][0] - o["achieved"][1]) <= 0.001
+                       for o in c2["cells"]), cell["text"]
+    c0 = next(c for c in result["claims"] if c["claim"] == "C0")
+    for cell in c0["cells"]:
+        assert cell["outcome"] == ("holds" if abs(cell["achieved_sparsity"] - cell["target"])
+                                   <= 0.001 else "fails")
+
+
+def test_committed_results_in_the_new_format_recompute_from_their_data():
+    """The same check on every committed result that carries the new format (none before
+    the re-run of issue 31's item 9)."""
+    for path in _results_files():
+        result = json.loads(path.read_text())
+        if result.get("format", 1) >= 2:
+            check_new_format(result)
