@@ -87,12 +87,13 @@ def show_claims(claims: list[dict]) -> None:
 
 
 def _markdown(table) -> str:
-    """The table in Markdown: a value with an interval reads `70.9 ± 1.1` (half the 95%
-    interval's width), — marks cells not evaluated (NaN)."""
+    """The table in Markdown: a value with its own 95% interval reads `70.9 [69.8, 72.1]`
+    (one arm's interval, not a comparison: the claims give those), — marks cells not
+    evaluated (NaN)."""
     table = table.copy()
     for column in [c for c in table.columns if f"{c}_low" in table.columns]:
         low, high = table.pop(f"{column}_low"), table.pop(f"{column}_high")
-        table[column] = [None if math.isnan(v) else f"{v:.4g} ± {(h - lo) / 2:.2g}"
+        table[column] = [None if math.isnan(v) else f"{v:.4g} [{lo:.4g}, {h:.4g}]"
                          for v, lo, h in zip(table[column], low, high)]
     return table.astype(object).where(table.notna(), None).to_markdown(
         index=False, floatfmt=".4g", missingval="—")
@@ -125,6 +126,9 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
     write_text(folder / f"{name}.csv", table.to_csv(index=False))
     lines = [f"# {name} ({s['preset']} preset)", "", notes, "", "## Ours", "",
              _markdown(table), ""]
+    if any(f"{c}_low" in table.columns for c in table.columns):
+        lines += ["A value in brackets is that arm's own 95% interval over seeds and windows, "
+                  "not a comparison; the claims below compare arms, paired.", ""]
     if table.isna().any().any():
         lines += ["— : not evaluated (e.g. the OPT stand-in is scored on PTB only)", ""]
     if paper_table is not None:

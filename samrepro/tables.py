@@ -274,8 +274,8 @@ def table4(s: dict):
                     achieved_ratio=round(16 / bits / (1 - got), 3))
 
     df = pd.DataFrame([row(r, m, name, methods[name]["sparsity"]) for (m, name), r in arms.items()]
-                      + [row(r, m, name, float(t.split()[-1]), "to ours+gptq")
-                         for (m, name, t), r in matched.values()])
+                      + [row(r, m, name, methods[name]["sparsity"], "to ours+gptq")
+                         for (m, name, _), r in matched.values()])
     claims = [_claim("C4", "mixed + 4-bit beats SparseGPT + 4-bit at the same (achieved) ratio",
                      [_compare(arms, matched, (m, "ours+gptq"), (m, "sparsegpt+gptq"),
                                f"{m} ours+4bit vs sparsegpt+4bit") for m in s["models"]]),
@@ -298,9 +298,8 @@ def figure3(s: dict):
                                         for m in s["models"] for p in sparsities], "figure 3")
     df = pd.DataFrame([_row(r, model=m, method=name, sparsity=p)
                        for (m, name, p), r in arms.items()]
-                      + [_row(r, model=m, method=f"{name} (matched to ours)",
-                              sparsity=float(t.split()[-1]))
-                         for (m, name, _, t), r in matched.values()])
+                      + [_row(r, model=m, method=f"{name} (matched to ours)", sparsity=p)
+                         for (m, name, p, _), r in matched.values()])
 
     def base(m, p):
         pair = ((m, "ours", p), (m, "sparsegpt", p))
@@ -482,9 +481,9 @@ def allocations(s: dict):
                         "planned_sparsity": round(float(np.mean([x["planned_sparsity"] for x in r])), 4)}
                        for (m, p, a, sal), r in arms.items()]
                       + [{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal,
-                                 matched=f"at {float(t.split()[-1]):.2%}"),
+                                 matched=f"to {mixed}"),
                           "planned_sparsity": round(float(np.mean([x["planned_sparsity"] for x in r])), 4)}
-                         for (m, p, a, sal, t), r in matched.values()])
+                         for ((_, _, mixed, _), (m, p, a, sal)), (_, r) in matched.items()])
     claims = []
     for mixed, base in pairs:
         compared = [_compare(arms, matched, (m, p, mixed, sal), (m, p, base, sal),
