@@ -281,6 +281,6 @@ def keeps_sparsity(runs: list[dict], target: float, label: str) -> dict:
     outcome = "holds" if abs(got - target) <= TOLERANCE else "fails"
     return {"outcome": outcome, "label": outcome, "statistic": "achieved_sparsity",
             "target": target, "achieved_sparsity": got, "seeds": len(runs),
-            "text": f"{label}: achieved {got:.2%} for {target:.2%} "
+            "text": f"{label}: {got:.2%} achieved for {target:.2%} "
                     f"(Δ {100 * (got - target):+.2f} points): {outcome}"}
 

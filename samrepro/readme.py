@@ -49,14 +49,19 @@ def _check_counts(path: Path, claim: dict) -> None:
                          "before verdicts had intervals); re-run its notebook")
 
 
+def _results(results: Path):
+    """(path, parsed JSON) of every results JSON in `results`, by name."""
+    for path in sorted(results.glob("*.json")):
+        try:
+            yield path, json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise SystemExit(f"{path}: not JSON ({e})") from None
+
+
 def claim_rows(results: Path) -> list[dict]:
     """Every claim of every results JSON in `results`, in reading order."""
     rows = []
-    for path in sorted(results.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise SystemExit(f"{path}: not JSON ({e})") from None
+    for path, data in _results(results):
         if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
             continue
         for claim in data["claims"]:
@@ -127,11 +132,7 @@ def forest_block(results: Path | None = None) -> str:
     """The forest plots of the results in the new format, in reading order ("" if none)."""
     results = results or ROOT / RESULTS
     found = []
-    for path in sorted(results.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise SystemExit(f"{path}: not JSON ({e})") from None
+    for path, data in _results(results):
         image = results / f"{path.stem}-forest.png"
         if isinstance(data, dict) and data.get("format", 1) >= 2 and image.exists():
             found.append(path.stem)
