@@ -48,8 +48,15 @@ def _seeded(runs: list[dict]) -> bool:
 
 
 def achieved(runs: list[dict]) -> float | None:
-    """An arm's achieved overall sparsity, the mean over its runs (None if not recorded)."""
-    values = [r["achieved_sparsity"] for r in runs if "achieved_sparsity" in r]
+    """An arm's achieved overall sparsity, the mean over its runs (None if not recorded).
+    For a quantized run the pruned share (its plan: the zeros GPTQ rounds weights to are
+    stored as codes like any other weight, so they add no compression and are no pruning)."""
+    def pruned(r):
+        quantized = r.get("config", {}).get("wbits", 16) < 16
+        return r["planned_sparsity"] if quantized and "planned_sparsity" in r \
+            else r["achieved_sparsity"]
+
+    values = [pruned(r) for r in runs if "achieved_sparsity" in r]
     return float(np.mean(values)) if values else None
 
 

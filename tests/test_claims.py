@@ -184,3 +184,13 @@ def test_probe_differences_keep_the_covariance_and_use_t():
     m, low, high, _ = paired_probe_interval(seeds, [np.zeros(8)] * 3)
     means = [x.mean() for x in seeds]
     assert high - m == pytest.approx(t.ppf(0.975, 2) * np.std(means, ddof=1) / np.sqrt(3))
+
+
+def test_a_quantized_arm_is_matched_by_its_pruned_share_not_by_gptqs_zeros():
+    """GPTQ rounds some weights to 0: zeros, but stored as 4-bit codes like the others."""
+    from samrepro.claims import achieved
+
+    quantized = {"wbits": 4, "sparsity": 0.5}
+    runs = [{"achieved_sparsity": 0.5044, "planned_sparsity": 0.5, "config": quantized}]
+    assert achieved(runs) == 0.5
+    assert achieved([{**runs[0], "config": {"wbits": 16}}]) == 0.5044
