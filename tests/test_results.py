@@ -61,10 +61,11 @@ def test_table2_verdict_and_sparsities():
     result = _load("table2")
     rows, models, p = result["rows"], result["settings"]["models"], result["settings"]["sparsities"][0]
     # T2 split in two, one cell a model and stream (test_three_valued_cells_… checks the cells)
-    streams = _scored_streams(rows, models, method="ours")
-    assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {
+    streams = _scored_streams(_unmatched(rows), models, method="ours")
+    assert {c["claim"]: len(_unmatched(c["cells"])) for c in result["claims"]
+            if c["claim"] != "C0"} == {
         "T2-magnitude": streams, "T2-sparsegpt": streams}
-    for row in rows:
+    for row in _unmatched(rows):
         if row["method"] == "dense":
             assert row["achieved_sparsity"] < 0.01
         elif row["method"] == "ours":  # Algorithm 1 as printed drifts from p (either way)
@@ -87,9 +88,10 @@ def test_table3_verdict_and_averages():
 def test_table4_verdict_and_compression_ratios():
     result = _load("table4")
     rows, models = result["rows"], result["settings"]["models"]
-    streams = _scored_streams(rows, models, method="ours+gptq")  # one cell a model and stream
-    assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == {"C4": streams}
-    for row in rows:
+    streams = _scored_streams(_unmatched(rows), models, method="ours+gptq")  # a model and stream
+    assert {c["claim"]: len(_unmatched(c["cells"])) for c in result["claims"]
+            if c["claim"] != "C0"} == {"C4": streams}
+    for row in _unmatched(rows):
         assert row["ratio"] == pytest.approx(16 / row["wbits"] / (1 - row["sparsity"]), abs=0.01)
         if row["method"] == "ours+gptq":  # Algorithm 1 as printed drifts from p (either way)
             assert abs(row["achieved_sparsity"] - row["sparsity"]) <= 0.1
@@ -101,6 +103,8 @@ def test_table4_verdict_and_compression_ratios():
 
 def test_figure3_verdict():
     result = _load("figure3")
+    if result.get("format", 1) >= 2:  # fitted on achieved sparsity against matched arms:
+        return  # recomputed from window_nll by test_committed_results_in_the_new_format_…
     rows, slopes = result["rows"], []
     ps = result["settings"]["figure3_sparsities"]
     for m in result["settings"]["models"]:
@@ -130,8 +134,39 @@ def _outcomes(result: dict) -> list[str]:
     return [c["outcome"] for c in result["claims"][0]["cells"]]
 
 
+def _paired_above_every(samples, unit, others) -> str:
+    """`unit` above every one of `others` from per-probe samples ({unit: per-seed lists}):
+    each difference paired probe by probe; one seed: the probes' t interval; several: the t
+    interval of the per-seed means (docs/method.md §7)."""
+    from scipy.stats import t
+
+    above = below = 0
+    for other in others:
+        diffs = [[a - b for a, b in zip(x, y)] for x, y in zip(samples[unit], samples[other])]
+        values = diffs[0] if len(diffs) == 1 else [statistics.mean(d) for d in diffs]
+        mean, n = statistics.mean(values), len(values)
+        half = t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
+        above += mean - half > 0
+        below += mean + half < 0
+    return "holds" if above == len(others) else "fails" if below else "inconclusive"
+
+
 def test_figure1_and_figure2_verdicts():
     layers = _load("figure1")
+    if layers.get("format", 1) >= 2:
+        outcomes = []
+        for m, units in layers["probe_samples"].items():
+            names = list(units)
+            outcomes += [_paired_above_every(units, u, names[1:-1]) for u in (names[0], names[-1])]
+        assert _outcomes(layers) == outcomes
+        matrices = _load("figure2")
+        outcomes = []
+        for m, units in matrices["probe_samples"].items():
+            down = "fc2" if "fc2" in units else "down_proj"
+            outcomes += [_paired_above_every(units, u, [o for o in units if o not in (u, partner)])
+                         for u, partner in (("v_proj", down), (down, "v_proj"))]
+        assert _outcomes(matrices) == outcomes
+        return
     outcomes = []  # first and last layer each above every middle layer, with standard errors
     for m in layers["settings"]["models"]:
         rows = sorted((r for r in layers["rows"] if r["model"] == m), key=lambda r: r["index"])
@@ -186,13 +221,14 @@ def test_allocations_verdicts_and_sparsities():
         label = ("C2" if mixed == "paper" else f"C2-{mixed}") if base == "uniform" \
             else f"control-{base}"
         expected[label] = sum(
-            _scored_streams([r for r in rows if r["sparsity"] == p], models,
+            _scored_streams([r for r in _unmatched(rows) if r["sparsity"] == p], models,
                             allocation=mixed, saliency=sal)
             for p in result["settings"]["sparsities"] for sal in saliencies
             if mixed != "paper-code" or p < 0.8)
-    assert {c["claim"]: len(c["cells"]) for c in result["claims"]} == expected
+    assert {c["claim"]: len(_unmatched(c["cells"])) for c in result["claims"]
+            if c["claim"] != "C0"} == expected
     assert {r["allocation"] for r in rows} == {"uniform", *(m for m, _ in pairs)}
-    for row in rows:  # what was counted after pruning is what the allocation planned
+    for row in _unmatched(rows):  # what was counted after pruning is what the allocation planned
         assert row["achieved_sparsity"] == pytest.approx(row["planned_sparsity"], abs=1e-3)
         if row["allocation"] not in ("paper", "paper-code"):  # the two rank-linear
             # schedules that ignore matrix sizes miss the target; the others are shifted to it
@@ -210,7 +246,8 @@ def test_three_valued_cells_follow_their_intervals_and_the_counts_follow_the_cel
     for path in _results_files():
         for claim in json.loads(path.read_text())["claims"]:
             for cell in claim["cells"]:
-                if "low" in cell and "high" in cell:
+                if "low" in cell and "high" in cell and cell.get("statistic") != "slope" \
+                        and cell["outcome"] not in ("identical", "confounded", "undecided"):
                     low, high = cell["low"], cell["high"]
                     if "difference" in cell:  # accuracy: claimed above 0
                         low, high = -high, -low
