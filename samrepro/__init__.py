@@ -12,8 +12,8 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     5 estimates: estimators
     6 a run's configuration: config
     7 a run: experiments
-    8 over runs: claims, settings, export
-    9 results: report, plots, verify
+    8 over runs: claims, settings, export, plots
+    9 results: report, verify
     10 tables: tables, standin, local
     11 commands: cli, readme, lab
     12 entry points over the commands: distributed, __main__

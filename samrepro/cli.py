@@ -167,7 +167,7 @@ def _planning(p: argparse.ArgumentParser) -> None:
     for flag, kind, help_ in (("--nsamples", int, "calibration windows (paper 128)"),
                               ("--seqlen", int, "tokens per window (paper 2048)"),
                               ("--probes", int, "Hutchinson probes at most"),
-                              ("--eval-windows", int, "evaluate the first K windows of a stream"),
+                              ("--eval-windows", int, "evaluate K windows spread evenly over a stream"),
                               ("--batch-size", int, "calibration windows per forward")):
         p.add_argument(flag, type=kind, default=None, help=help_)
     p.add_argument("--estimator", choices=sensitivity_estimators(), default=None)
@@ -199,7 +199,7 @@ def _pruning(p: argparse.ArgumentParser) -> None:
 
 def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-windows", type=int, default=None, metavar="K",
-                   help="evaluate only the first K windows of each stream (CPU presets)")
+                   help="evaluate K windows spread evenly over each stream (CPU presets)")
     p.add_argument("--save", default=None, metavar="DIR", help="write the pruned checkpoint here")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results here")
 

@@ -9,7 +9,7 @@ An estimate is {"matrices": {matrix: {"trace": value, "stderr"?: value}}, …}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .pipeline import layer_hessian_diagonals
@@ -24,12 +24,13 @@ class Estimator:
     cache key; `whole_model`: it needs the whole model with its gradient graph on its device(s),
     placed by samrepro.plan (else it runs where the model is); `sensitivity`: it estimates a
     sensitivity a user may choose (`--estimator`), not the input of one allocation (OWL's
-    outlier counts)."""
+    outlier counts); `version`: what else its cache key holds (a change of what it returns)."""
 
     estimate: Callable[..., dict]
     settings: tuple[str, ...] = ()
     whole_model: bool = False
     sensitivity: bool = True
+    version: dict = field(default_factory=dict)
 
 
 ESTIMATORS = Registry("estimator", Estimator)  # name → Estimator, in the order registered
@@ -43,11 +44,12 @@ def sensitivity_estimators() -> list[str]:
 
 
 @register_estimator("hutchinson", settings=("rel_tol", "probes", "distribution", "seed"),
-                    whole_model=True)
+                    whole_model=True, version={"samples": True})
 def _hutchinson(model, windows, settings, progress):
+    # per-probe samples kept: claims C5/C6 pair them across estimators (docs/method.md §7)
     return hutchinson(model, windows, rel_tol=settings["rel_tol"], max_probes=settings["probes"],
                       distribution=settings["distribution"], seed=settings["seed"],
-                      progress=progress)
+                      progress=progress, keep_samples=True)
 
 
 @register_estimator("fisher")

@@ -2,7 +2,8 @@
 
 The token stream is cut into non-overlapping windows of `seqlen` tokens; each window is
 scored on its own (no context carried over) and ppl = exp(mean NLL per predicted token).
-`max_windows` keeps only the first K windows: the CPU presets' cap, otherwise the same protocol.
+`max_windows` keeps K of them spread evenly over the whole stream (spread_windows): the CPU
+presets' cap, otherwise the same protocol.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int, max_windows: in
 
     `window_nll` lists each window's mean NLL per predicted token, in stream order: the paired
     intervals of samrepro.stats resample them (every window predicts seqlen − 1 tokens, so
-    `nll` is their mean)."""
-    windows = ids.numel() // seqlen
-    if windows == 0:
+    `nll` is their mean). `window_index`: which of the stream's windows were scored."""
+    total = ids.numel() // seqlen
+    if total == 0:
         raise UserError(f"the stream has {ids.numel()} tokens, fewer than seqlen={seqlen}")
-    if max_windows is not None:
-        if max_windows < 1:
-            raise UserError(f"the window cap must be at least 1, got {max_windows}")
-        windows = min(windows, max_windows)
+    if max_windows is not None and max_windows < 1:
+        raise UserError(f"the window cap must be at least 1, got {max_windows}")
+    index = spread_windows(total, max_windows)
+    windows = len(index)
     device = next(model.parameters()).device
-    stream = ids[: windows * seqlen].view(windows, seqlen)
+    stream = ids[: total * seqlen].view(total, seqlen)[index]
     window_nll = []
     for batch in tqdm(stream.split(batch_size), desc=desc, disable=not progress):
         batch = batch.to(device)
@@ -45,7 +46,17 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int, max_windows: in
         window_nll += nll.double().mean(1).tolist()  # targets: every token after the first
     mean = math.fsum(window_nll) / windows
     return {"ppl": math.exp(mean), "nll": mean, "windows": windows,
-            "tokens": windows * (seqlen - 1), "window_nll": window_nll}
+            "tokens": windows * (seqlen - 1), "window_nll": window_nll, "window_index": index}
+
+
+def spread_windows(total: int, k: int | None) -> list[int]:
+    """K of a stream's `total` windows spread evenly over it (docs/method.md §6): cut the
+    windows into K equal strata and take the middle one of each, window ⌊(i + ½)·total/K⌋
+    for i = 0 … K−1; every window when K is None or ≥ total. Deterministic, and it stands
+    for the whole test set rather than its first K·seqlen tokens."""
+    if k is None or k >= total:
+        return list(range(total))
+    return [int((i + 0.5) * total / k) for i in range(k)]
 
 
 # ---- zero-shot and leaderboard accuracy through lm-evaluation-harness (docs/method.md §6) ----

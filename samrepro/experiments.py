@@ -76,7 +76,7 @@ def estimate_sensitivity(model, windows, name: str, key: dict, settings: dict,
         with place():
             return spec.estimate(model, windows, own, progress)
 
-    return cached("sensitivity", {**key, "estimator": name, **own}, compute)
+    return cached("sensitivity", {**key, "estimator": name, **own, **spec.version}, compute)
 
 
 # Windows per evaluation forward: 1.5× the tokens/s of one at a time in bf16 on 2 cores

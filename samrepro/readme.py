@@ -9,6 +9,9 @@ A generated block sits between the lines `<!-- samrepro.readme:NAME -->` and
 - `claims`: the results at a glance, one row per claim of every results/embedded/*.json, each
   a statistical verdict (docs/method.md §7): {"claim", "statement", "verdict",
   "counts": {"holds", "fails", "inconclusive"}, "evidence"}.
+- `forest`: the forest plot of every result in the new format (claims.FORMAT 2: cells with
+  labels, matched arms and `window_nll` beside them), written with it as
+  `<name>-forest.png` (report.write); empty while no result has that format.
 - `gpu`, `gpu-all`: predicted memory (samrepro.memory.estimate_memory) and projected time
   (samrepro.memory.estimate_time, with the probe cost measured in results/embedded/scaling.json)
   at the paper's protocol, for the paper's models and for every model the estimate knows.
@@ -29,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = ("README.md", "docs/install.md")
 RESULTS = Path("results/embedded")  # relative to the checkout; links in the README use it
 # the order of the rows: the paper's claims, then the tables' own
-CLAIM_ORDER = ("C1", "C2", "C3", "C4", "C5", "C6", "T2", "T3")
+CLAIM_ORDER = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "T2", "T3")
 # the table notebooks first, then the other results, as a reader meets them
 SOURCE_ORDER = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
                 "allocations")
@@ -46,14 +49,19 @@ def _check_counts(path: Path, claim: dict) -> None:
                          "before verdicts had intervals); re-run its notebook")
 
 
+def _results(results: Path):
+    """(path, parsed JSON) of every results JSON in `results`, by name."""
+    for path in sorted(results.glob("*.json")):
+        try:
+            yield path, json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise SystemExit(f"{path}: not JSON ({e})") from None
+
+
 def claim_rows(results: Path) -> list[dict]:
     """Every claim of every results JSON in `results`, in reading order."""
     rows = []
-    for path in sorted(results.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise SystemExit(f"{path}: not JSON ({e})") from None
+    for path, data in _results(results):
         if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
             continue
         for claim in data["claims"]:
@@ -120,6 +128,27 @@ def claims_block(results: Path | None = None) -> str:
     return "\n".join(lines + ([""] + [settings] if settings else [])) + "\n"
 
 
+def forest_block(results: Path | None = None) -> str:
+    """The forest plots of the results in the new format, in reading order ("" if none)."""
+    results = results or ROOT / RESULTS
+    found = []
+    for path, data in _results(results):
+        image = results / f"{path.stem}-forest.png"
+        if isinstance(data, dict) and data.get("format", 1) >= 2 and image.exists():
+            found.append(path.stem)
+    if not found:
+        return ""
+    found.sort(key=lambda n: (SOURCE_ORDER.index(n) if n in SOURCE_ORDER else 99, n))
+    lines = ["Every comparison cell of the results below: the paired change of A against B with "
+             "its 95% interval (a row is one comparison, never one arm's own interval), grouped "
+             "by claim, coloured by model; diamonds mark the headline cells (the average over "
+             "the streams); cells whose arms differ in sparsity are left out (their matched "
+             "cells are shown).", ""]
+    lines += [f"![{name}: every cell with its interval]({RESULTS.as_posix()}/{name}-forest.png)"
+              for name in found]
+    return "\n".join(lines) + "\n"
+
+
 # ---- paper scale: memory and time -----------------------------------------------------------
 
 PAPER_SCALE = ("llama-7b", "llama-2-7b", "llama-13b", "llama-2-13b", "opt-1.3b")
@@ -171,7 +200,8 @@ def gpu_all_block(results: Path | None = None) -> str:
     return gpu_block(tuple(PAPER_MODELS), results, device_gib=(80, 24))
 
 
-BLOCKS = {"claims": claims_block, "gpu": gpu_block, "gpu-all": gpu_all_block}
+BLOCKS = {"forest": forest_block, "claims": claims_block, "gpu": gpu_block,
+          "gpu-all": gpu_all_block}
 
 
 # ---- rewriting ------------------------------------------------------------------------------

@@ -88,12 +88,13 @@ def show_claims(claims: list[dict]) -> None:
 
 
 def _markdown(table) -> str:
-    """The table in Markdown: a value with an interval reads `70.9 ± 1.1` (half the 95%
-    interval's width), — marks cells not evaluated (NaN)."""
+    """The table in Markdown: a value with its own 95% interval reads `70.9 [69.8, 72.1]`
+    (one arm's interval, not a comparison: the claims give those), — marks cells not
+    evaluated (NaN)."""
     table = table.copy()
     for column in [c for c in table.columns if f"{c}_low" in table.columns]:
         low, high = table.pop(f"{column}_low"), table.pop(f"{column}_high")
-        table[column] = [None if math.isnan(v) else f"{v:.4g} ± {(h - lo) / 2:.2g}"
+        table[column] = [None if math.isnan(v) else f"{v:.4g} [{lo:.4g}, {h:.4g}]"
                          for v, lo, h in zip(table[column], low, high)]
     return table.astype(object).where(table.notna(), None).to_markdown(
         index=False, floatfmt=".4g", missingval="—")
@@ -116,13 +117,20 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
                   "machine": machine(), "code": code_hash(), "git_commit": git_commit(),
                   "wall_seconds": round(time.time() - s["started"], 1),
                   "inputs": inputs_of(s)}  # weights' and texts' hashes and sources
+    data = table.attrs.get("result", {})  # the format and per-window data (tables._data)
     write_json(folder / f"{name}.json", {
         **provenance, "rows": table.to_dict(orient="records"), "claims": claims,
         "paper": None if paper_table is None else paper_table.to_dict(orient="records"),
-        **(extra or {})})
+        **data, **(extra or {})})
+    if data.get("format", 1) >= 2 and any(c.get("cells") for c in claims):
+        from .plots import forest
+        forest(claims, folder / f"{name}-forest.png")
     write_text(folder / f"{name}.csv", table.to_csv(index=False))
     lines = [f"# {name} ({s['preset']} preset)", "", notes, "", "## Ours", "",
              _markdown(table), ""]
+    if any(f"{c}_low" in table.columns for c in table.columns):
+        lines += ["A value in brackets is that arm's own 95% interval over seeds and windows, "
+                  "not a comparison; the claims below compare arms, paired.", ""]
     if table.isna().any().any():
         lines += ["— : not evaluated (e.g. the OPT stand-in is scored on PTB only)", ""]
     if paper_table is not None:

@@ -71,7 +71,7 @@ class TrainConfig:
     eval_every: int = 200  # every N steps, PTB valid perplexity on its first `curve_windows`
     curve_windows: int = 16
     train_lines: int | None = None  # use only the first N PTB train lines (quick runs, tests)
-    valid_windows: int | None = None  # score only the first K PTB valid windows (tests)
+    valid_windows: int | None = None  # score K PTB valid windows, spread evenly (tests)
 
 
 def train_tokenizer(lines: list[str], vocab_size: int):
@@ -241,7 +241,8 @@ def _train(cfg: TrainConfig, data_dir, progress: bool):
     ppl = perplexity(model, valid_ids, cfg.seqlen, cfg.valid_windows, batch_size=8, progress=progress,
                      desc="perplexity PTB valid")
     # the unigram baseline scores the same predicted tokens (each window's first is context)
-    windows = valid_ids[:ppl["windows"] * cfg.seqlen].view(ppl["windows"], cfg.seqlen)
+    windows = valid_ids[:valid_ids.numel() // cfg.seqlen * cfg.seqlen].view(
+        -1, cfg.seqlen)[ppl["window_index"]]  # the windows perplexity scored
     record = {
         "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
         "train_tokens": ids.numel(), "tokens_seen": cfg.steps * cfg.batch * cfg.seqlen,

@@ -1,4 +1,4 @@
-"""Paired intervals over calibration seeds and evaluation windows, and three-valued verdicts
+"""Paired intervals over calibration seeds and evaluation windows, and the verdicts
 (docs/method.md §7).
 
 One-shot pruning is chaotic under float rounding, and a calibration seed moves perplexity by
@@ -8,16 +8,24 @@ windows) and the evaluation windows. The data of a comparison are the paired dif
 per-window mean NLL, d[s, w] = nll_A[s, w] − nll_B[s, w], over S seeds × W windows, a crossed
 design: the same windows are scored after every seed.
 
-The interval: the grand mean m of d, with a standard error from two variance components,
-    SE² = var(seed means)/S + var(window means)/W,
-the first carrying the seed-to-seed spread (calibration), the second the window-to-window
-spread (which evaluation text was sampled); and a Student t quantile with Satterthwaite's
-degrees of freedom. We use this rather than a two-level bootstrap because with the few seeds
-a CPU affords (2-10) a bootstrap over seeds has only a handful of distinct resamples and
-intervals that are too narrow; the t quantile widens them for few seeds, as it should
-(tests/test_stats.py checks the coverage on synthetic data with a known answer). A
-perplexity ratio is exp of a mean NLL difference, so the relative change exp(m) − 1 and its
-interval follow from m's.
+The interval is that of a crossed random-effects model d[s, w] = μ + a_s + b_w + e_sw, whose
+grand mean has variance σ²_seed/S + σ²_window/W + σ²_residual/(SW). A two-way analysis of
+variance without replication gives the three mean squares MS_seed, MS_window, MS_residual,
+and the unbiased estimate
+
+    SE² = (MS_seed + MS_window − MS_residual) / (SW),
+
+each component counted once (the spread of the seed means and that of the window means each
+carry the residual too, so adding var(seed means)/S and var(window means)/W would count it
+twice). SE² is floored at the residual term MS_residual/(SW), its smallest honest value; the
+quantile is Student's t with Satterthwaite's degrees of freedom for that combination of mean
+squares. We use this rather than a two-level bootstrap because with the few seeds a CPU
+affords (2-10) a bootstrap over seeds has only a handful of distinct resamples and intervals
+that are too narrow; the t quantile widens them for few seeds, as it should
+(tests/test_stats.py checks coverage and width on synthetic crossed data with a known answer).
+With one seed the seed component cannot be seen: the interval carries the windows' spread
+only, and claims.py calls such a cell undecided. A perplexity ratio is exp of a mean NLL
+difference, so the relative change exp(m) − 1 and its interval follow from m's.
 """
 
 from __future__ import annotations
@@ -39,6 +47,46 @@ class Interval:
     windows: int
 
 
+def crossed_variance(parts):
+    """(mean, SE², degrees of freedom) of the average over `parts` of each part's grand mean;
+    each part an array (..., seeds, units) over the same seeds, computed over the two last
+    axes and vectorized over the leading ones (the module docstring; average_interval).
+
+    Terms, each with its degrees of freedom: the spread of the per-seed averages over the
+    parts, /S (seed and residual); per part t of K_t units the spread of its unit means, /K_t
+    (unit and residual), and minus its residual mean square /(S·K_t), both weighted 1/T²."""
+    parts = [np.asarray(p, dtype=float) for p in parts]
+    seeds, count = parts[0].shape[-2], len(parts)
+    per_seed = np.mean([p.mean(-1) for p in parts], axis=0)
+    terms, residual = [], []  # (value, df)
+    if seeds > 1:
+        terms.append((per_seed.var(-1, ddof=1) / seeds, seeds - 1))
+    for p in parts:
+        units = p.shape[-1]
+        terms.append((p.mean(-2).var(-1, ddof=1) / units / count**2, units - 1))
+        if seeds > 1:
+            e = (p - p.mean(-1, keepdims=True) - p.mean(-2, keepdims=True)
+                 + p.mean((-2, -1), keepdims=True))
+            df = (seeds - 1) * (units - 1)
+            residual.append(((e**2).sum((-2, -1)) / df / (seeds * units) / count**2, df))
+    variance = sum(v for v, _ in terms) - sum(v for v, _ in residual)
+    spread = sum(v**2 / df for v, df in terms + residual)
+    if residual:
+        floor = sum(v for v, _ in residual)
+        floored = variance < floor
+        variance = np.where(floored, floor, variance)
+        spread = np.where(floored, sum(v**2 / df for v, df in residual), spread)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(spread > 0, variance**2 / np.where(spread > 0, spread, 1), np.inf)
+    return per_seed.mean(-1), variance, df
+
+
+def t_quantile(df, level: float = LEVEL):
+    """Student's t quantile for a two-sided `level` interval (df may be an array, or inf)."""
+    from scipy.stats import t
+    return t.ppf((1 + level) / 2, df)
+
+
 def mean_interval(d, level: float = LEVEL) -> Interval:
     """Interval of the grand mean of a seeds × windows array (see the module docstring)."""
     return average_interval([d], level)
@@ -49,25 +97,17 @@ def average_interval(parts, level: float = LEVEL) -> Interval:
     mean; each part is a seeds × units array over the same seeds (units: windows, documents).
 
     The seed component is taken from the per-seed averages over all parts, since one seed's
-    pruned model moves every part at once; the unit components add up part by part, each
-    weighted 1/T² (T parts). With one part this is the module docstring's interval."""
-    from scipy.stats import t
-
+    pruned model moves every part at once; the unit and residual components add up part by
+    part, each weighted 1/T² (T parts). With one part this is the module docstring's
+    interval."""
     parts = [np.asarray(p, dtype=float) for p in parts]
     if not parts or any(p.ndim != 2 or p.shape[1] < 2 or p.shape[0] != parts[0].shape[0]
                         for p in parts):
         raise ValueError("need seeds × units arrays with the same seeds and ≥ 2 units each, "
                          f"got shapes {[p.shape for p in parts]}")
-    seeds, count = parts[0].shape[0], len(parts)
-    per_seed = np.mean([p.mean(1) for p in parts], axis=0)
-    components = [(per_seed.var(ddof=1) / seeds if seeds > 1 else 0.0, seeds - 1)]
-    components += [(p.mean(0).var(ddof=1) / p.shape[1] / count**2, p.shape[1] - 1) for p in parts]
-    variance = sum(v for v, _ in components)
-    denominator = sum(v**2 / df for v, df in components if df > 0)
-    df = variance**2 / denominator if denominator > 0 else float("inf")
-    half = float(t.ppf((1 + level) / 2, df)) * math.sqrt(variance) if variance > 0 else 0.0
-    m = float(per_seed.mean())
-    return Interval(m, m - half, m + half, seeds, sum(p.shape[1] for p in parts))
+    m, variance, df = (float(x) for x in crossed_variance(parts))
+    half = float(t_quantile(df, level)) * math.sqrt(variance) if variance > 0 else 0.0
+    return Interval(m, m - half, m + half, parts[0].shape[0], sum(p.shape[1] for p in parts))
 
 
 def relative_change(nll_a, nll_b, level: float = LEVEL) -> Interval:

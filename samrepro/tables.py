@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 
 from .allocation import ALLOCATIONS, traces
-from .claims import (above_all, document_scores, growing_gain, higher_accuracy,
-                     lower_perplexity, verdict, window_nll)
+from .claims import (FORMAT, TOLERANCE, above_all, achieved, document_scores, growing_gain,
+                     headline, higher_accuracy, keeps_sparsity, lower_perplexity, seed_free,
+                     verdict, window_nll)
 from .data import calibration_windows
 from .errors import UserError
-from .experiments import load, needs_calibration, sensitivity_for
+from .experiments import load, sensitivity_for
 from .hardware import default_device
 from .models import layer_of
 from .progress import track
@@ -47,11 +48,83 @@ def run_arms(s: dict, arms: dict[tuple, dict], desc: str) -> dict[tuple, list[di
 
 
 def _seed_free(c) -> bool:
-    """Whether a run reads nothing that a seed draws (calibration windows, probes), so that
-    every seed gives the same run: the dense model, and magnitude pruning at uniform sparsity
-    (pipeline.prune_model: no forward passes; measured identical weights over seeds)."""
-    uniform = c.allocation == "uniform" or c.nm is not None
-    return not needs_calibration(c) or (c.saliency == "magnitude" and uniform)
+    """Whether a run reads nothing that a seed draws (claims.seed_free: the dense model, and
+    magnitude pruning at uniform sparsity without GPTQ)."""
+    return seed_free(c)
+
+
+def _name(label) -> str:
+    """An arm's name in a result's `window_nll` and in its cells' `arms`."""
+    return " ".join(str(x) for x in label) if isinstance(label, tuple) else str(label)
+
+
+def _matched(s: dict, specs: dict, arms: dict, pairs, desc: str) -> dict:
+    """The matched arms (docs/method.md §7): for each (A, B) of `pairs` whose achieved
+    sparsities differ by more than claims.TOLERANCE and whose B is uniform, B's spec at A's
+    achieved sparsity (rounded to 4 decimals), run once per seed like any arm.
+    Returns {(A, B): (label of the matched arm, its runs)}; the label is B's with the target
+    appended."""
+    todo, wanted = {}, {}
+    for a, b in pairs:
+        x, y = achieved(arms[a]), achieved(arms[b])
+        if x is None or y is None or abs(x - y) <= TOLERANCE \
+                or specs[b].get("allocation", "uniform") != "uniform" or specs[b].get("nm"):
+            continue
+        target = round(x, 4)
+        label = (*b, f"at {target:.4f}")
+        todo[label] = {**specs[b], "sparsity": target}
+        wanted[(a, b)] = label
+    found = run_arms(s, todo, f"{desc} (matched sparsity)") if todo else {}
+    return {pair: (label, found[label]) for pair, label in wanted.items()}
+
+
+def _compare(arms: dict, matched: dict, ours: tuple, theirs: tuple, what: str,
+             streams=PPL) -> tuple[list[dict], list[dict]]:
+    """(cells, headline cells) of arm `ours` against `theirs`: per stream and the average
+    over streams; with the matched pair's cells too when the two arms' sparsities differ
+    (the unmatched cells then say `confounded`), and the headline from the matched pair."""
+    cells = lower_perplexity(arms[ours], arms[theirs], streams, what, (_name(ours), _name(theirs)))
+    heads = headline(arms[ours], arms[theirs], streams, what, (_name(ours), _name(theirs)))
+    if (ours, theirs) in matched:
+        label, runs = matched[(ours, theirs)]
+        what = f"{what}, matched (baseline at {float(label[-1].split()[-1]):.2%})"
+        cells += lower_perplexity(arms[ours], runs, streams, what, (_name(ours), _name(label)))
+        heads = headline(arms[ours], runs, streams, what, (_name(ours), _name(label)))
+    return cells, heads
+
+
+def _claim(claim: str, statement: str, compared: list[tuple[list, list]]) -> dict:
+    """A claim's record from _compare's (cells, headlines) pairs."""
+    return verdict(claim, statement, [c for cells, _ in compared for c in cells],
+                   [h for _, heads in compared for h in heads])
+
+
+def _c0(arms: dict, target_of, label_of) -> dict:
+    """C0 over every pruned arm of `arms`: achieved against target sparsity."""
+    cells = [keeps_sparsity(runs, target_of(key), label_of(key)) for key, runs in arms.items()
+             if target_of(key) > 0 and achieved(runs) is not None]
+    return verdict("C0", "the allocation keeps the overall sparsity asked for (within 0.1 point)",
+                   cells, chance=False)
+
+
+def _data(df: pd.DataFrame, *groups: dict) -> pd.DataFrame:
+    """`df` carrying the result's data for report.write (df.attrs["result"]): the format, and
+    each arm's per-seed, per-window NLLs `window_nll` {arm: {stream: seeds × windows}} (and
+    per-document scores for accuracy), from which every interval recomputes."""
+    nll, scores = {}, {}
+    for arms in groups:
+        for key, runs in arms.items():
+            name = _name(key)
+            for stream, value in runs[0].get("perplexity", {}).items():
+                if isinstance(value, dict) and "window_nll" in value:
+                    nll.setdefault(name, {})[stream] = window_nll(runs, stream).tolist()
+            for setting, tasks in runs[0].get("accuracy", {}).items():
+                for task in tasks:
+                    scores.setdefault(name, {}).setdefault(setting, {})[task] = \
+                        document_scores(runs, setting, task).tolist()
+    df.attrs["result"] = {"format": FORMAT, "window_nll": nll,
+                          **({"document_scores": scores} if scores else {})}
+    return df
 
 
 def _row(results: list[dict], **labels) -> dict:
@@ -79,12 +152,6 @@ def _c2(mixed: str) -> str:
     return "C2" if mixed == "paper" else f"C2-{mixed}"
 
 
-def _beats(arms, model, ours: tuple, theirs: tuple, what: str, streams=PPL) -> list[dict]:
-    """lower_perplexity of arm (model, *ours) against (model, *theirs)."""
-    return lower_perplexity(arms[(model, *ours)], arms[(model, *theirs)], streams,
-                            f"{model} {what}")
-
-
 def table1(s: dict):
     """Uniform vs mixed allocation × OBS vs ISC at the first sparsity (paper: 50%).
 
@@ -97,20 +164,28 @@ def table1(s: dict):
         raise UserError(f"Table 1 sets uniform against a mixed allocation: choose allocation "
                         f"from {', '.join(a for a in ALLOCATIONS if a != 'uniform')}")
     combos = [(alloc, sal) for alloc in ("uniform", mixed) for sal in ("obs", "isc")]
-    arms = run_arms(s, {(m, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
-                         for m in s["models"] for a, sal in combos}, "table 1")
-    df = pd.DataFrame([_row(r, model=m, allocation=a, saliency=sal)
-                       for (m, a, sal), r in arms.items()])
+    specs = {(m, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
+             for m in s["models"] for a, sal in combos}
+    arms = run_arms(s, specs, "table 1")
+    pairs = [((m, mixed, sal), (m, "uniform", sal)) for m in s["models"] for sal in ("obs", "isc")]
+    matched = _matched(s, specs, arms, pairs, "table 1")
+    df = pd.DataFrame([_row(r, model=m, allocation=a, saliency=sal, matched="")
+                       for (m, a, sal), r in arms.items()]
+                      + [_row(r, model=m, allocation=a, saliency=sal, matched=f"to {mixed}")
+                         for (m, a, sal, _), r in matched.values()])
     name = "Algorithm 1 as printed" if mixed == "paper" else f"`{mixed}` allocation"
     claims = [
-        verdict("C1", "ISC beats OBS at uniform sparsity",
-                [c for m in s["models"] for c in _beats(arms, m, ("uniform", "isc"),
-                                                        ("uniform", "obs"), "isc vs obs")]),
-        verdict(_c2(mixed), f"mixed ({name}) beats uniform, same saliency",
-                [c for m in s["models"] for sal in ("obs", "isc") for c in _beats(
-                    arms, m, (mixed, sal), ("uniform", sal), f"{mixed} vs uniform ({sal})")]),
+        _claim("C1", "ISC beats OBS at uniform sparsity",
+               [_compare(arms, matched, (m, "uniform", "isc"), (m, "uniform", "obs"),
+                         f"{m} isc vs obs") for m in s["models"]]),
+        _claim(_c2(mixed), f"mixed ({name}) beats uniform, same saliency",
+               [_compare(arms, matched, (m, mixed, sal), (m, "uniform", sal),
+                         f"{m} {mixed} vs uniform ({sal})")
+                for m in s["models"] for sal in ("obs", "isc")]),
+        _c0(arms, lambda k: p, lambda k: f"{k[0]} {k[1]} ({k[2]}) at {p:.0%}"),
     ]
-    return df, claims, _paper("table1")
+    return _data(df, arms, {label: runs for label, runs in matched.values()}), claims, \
+        _paper("table1")
 
 
 def table2(s: dict):
@@ -121,14 +196,22 @@ def table2(s: dict):
                "sparsegpt": dict(sparsity=p, saliency="obs"),
                "ours": dict(sparsity=p, **_method(s)),
                "ours-exact": dict(sparsity=p, **{**_method(s), "allocation": "exact"})}
-    arms = run_arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
-                         for name in methods}, "table 2")
-    df = pd.DataFrame([_row(r, model=m, method=name) for (m, name), r in arms.items()])
-    claims = [verdict(f"T2-{base}", f"the method beats {label}",
-                      [c for m in s["models"] for c in _beats(arms, m, ("ours",), (base,),
-                                                              f"ours vs {base}")])
-              for base, label in (("magnitude", "magnitude pruning"), ("sparsegpt", "SparseGPT"))]
-    return df, claims, _paper("table2")
+    specs = {(m, name): dict(model=m, **methods[name]) for m in s["models"] for name in methods}
+    arms = run_arms(s, specs, "table 2")
+    bases = (("magnitude", "magnitude pruning"), ("sparsegpt", "SparseGPT"))
+    matched = _matched(s, specs, arms, [((m, "ours"), (m, base)) for m in s["models"]
+                                        for base, _ in bases], "table 2")
+    df = pd.DataFrame([_row(r, model=m, method=name, matched="") for (m, name), r in arms.items()]
+                      + [_row(r, model=m, method=name, matched="to ours")
+                         for (m, name, _), r in matched.values()])
+    claims = [_claim(f"T2-{base}", f"the method beats {label}",
+                     [_compare(arms, matched, (m, "ours"), (m, base), f"{m} ours vs {base}")
+                      for m in s["models"]])
+              for base, label in bases]
+    claims.append(_c0({k: r for k, r in arms.items() if k[1] != "dense"}, lambda k: p,
+                      lambda k: f"{k[0]} {k[1]} at {p:.0%}"))
+    return _data(df, arms, {label: runs for label, runs in matched.values()}), claims, \
+        _paper("table2")
 
 
 ACCURACY = {"arc_challenge": "arc", "hellaswag": "hellaswag", "truthfulqa_mc2": "truthfulqa",
@@ -165,11 +248,12 @@ def table3(s: dict):
             rows.append(row)
     df = pd.DataFrame(rows)
     cells = [higher_accuracy(arms[(m, "ours-exact")], arms[(m, "sparsegpt")], setting, ACCURACY,
-                             f"{m} {setting}: ours-exact vs SparseGPT, average of the four tasks")
+                             f"{m} {setting}: ours-exact vs SparseGPT, average of the four tasks",
+                             (_name((m, "ours-exact")), _name((m, "sparsegpt"))))
              for m in s["models"] for setting in settings]
     claims = [verdict("T3", "the method keeps more accuracy than SparseGPT (average of the "
                             "four tasks)", cells)]
-    return df, claims, _paper("table3")
+    return _data(df, arms), claims, _paper("table3")
 
 
 def table4(s: dict):
@@ -179,18 +263,28 @@ def table4(s: dict):
                "gptq-3bit": dict(sparsity=0.0, wbits=3),
                "sparsegpt+gptq": dict(sparsity=p, wbits=4),
                "ours+gptq": dict(sparsity=p, wbits=4, **_method(s))}
-    arms = run_arms(s, {(m, name): dict(model=m, **methods[name]) for m in s["models"]
-                         for name in methods}, "table 4")
-    rows = []
-    for (m, name), results in arms.items():
-        bits, sparsity = methods[name].get("wbits", 16), methods[name]["sparsity"]
-        rows.append(_row(results, model=m, method=name, sparsity=sparsity, wbits=bits,
-                         ratio=round(16 / bits / (1 - sparsity), 2)))
-    df = pd.DataFrame(rows)
-    claims = [verdict("C4", "mixed + 4-bit beats SparseGPT + 4-bit at the same ratio",
-                      [c for m in s["models"] for c in _beats(
-                          arms, m, ("ours+gptq",), ("sparsegpt+gptq",), "ours+4bit vs sparsegpt+4bit")])]
-    return df, claims, _paper("table4")
+    specs = {(m, name): dict(model=m, **methods[name]) for m in s["models"] for name in methods}
+    arms = run_arms(s, specs, "table 4")
+    matched = _matched(s, specs, arms, [((m, "ours+gptq"), (m, "sparsegpt+gptq"))
+                                        for m in s["models"]], "table 4")
+
+    def row(results, m, name, sparsity, matched_to=""):
+        bits = methods[name].get("wbits", 16)
+        got = achieved(results) or 0.0
+        return _row(results, model=m, method=name, sparsity=sparsity, wbits=bits,
+                    ratio=round(16 / bits / (1 - sparsity), 2), matched=matched_to,
+                    achieved_ratio=round(16 / bits / (1 - got), 3))
+
+    df = pd.DataFrame([row(r, m, name, methods[name]["sparsity"]) for (m, name), r in arms.items()]
+                      + [row(r, m, name, methods[name]["sparsity"], "to ours+gptq")
+                         for (m, name, _), r in matched.values()])
+    claims = [_claim("C4", "mixed + 4-bit beats SparseGPT + 4-bit at the same (achieved) ratio",
+                     [_compare(arms, matched, (m, "ours+gptq"), (m, "sparsegpt+gptq"),
+                               f"{m} ours+4bit vs sparsegpt+4bit") for m in s["models"]]),
+              _c0({k: r for k, r in arms.items() if methods[k[1]]["sparsity"] > 0},
+                  lambda k: p, lambda k: f"{k[0]} {k[1]} at {p:.0%}")]
+    return _data(df, arms, {label: runs for label, runs in matched.values()}), claims, \
+        _paper("table4")
 
 
 def figure3(s: dict):
@@ -199,14 +293,29 @@ def figure3(s: dict):
     sparsities = s["figure3_sparsities"]
     methods = {"magnitude": dict(saliency="magnitude"), "sparsegpt": dict(saliency="obs"),
                "ours": _method(s)}
-    arms = run_arms(s, {(m, name, p): dict(model=m, sparsity=p, **methods[name])
-                         for m in s["models"] for name in methods for p in sparsities}, "figure 3")
+    specs = {(m, name, p): dict(model=m, sparsity=p, **methods[name])
+             for m in s["models"] for name in methods for p in sparsities}
+    arms = run_arms(s, specs, "figure 3")
+    matched = _matched(s, specs, arms, [((m, "ours", p), (m, "sparsegpt", p))
+                                        for m in s["models"] for p in sparsities], "figure 3")
     df = pd.DataFrame([_row(r, model=m, method=name, sparsity=p)
-                       for (m, name, p), r in arms.items()])
+                       for (m, name, p), r in arms.items()]
+                      + [_row(r, model=m, method=f"{name} (matched to ours)", sparsity=p)
+                         for (m, name, p, _), r in matched.values()])
+
+    def base(m, p):
+        pair = ((m, "ours", p), (m, "sparsegpt", p))
+        return matched[pair] if pair in matched else (pair[1], arms[pair[1]])
+
     cells = [growing_gain({p: arms[(m, "ours", p)] for p in sparsities},
-                          {p: arms[(m, "sparsegpt", p)] for p in sparsities}, "ptb",
-                          f"{m} ours vs sparsegpt") for m in s["models"]]
-    return df, [verdict("C3", "the method's advantage over SparseGPT grows with sparsity", cells)]
+                          {p: base(m, p)[1] for p in sparsities}, "ptb",
+                          f"{m} ours vs sparsegpt",
+                          {p: (_name((m, "ours", p)), _name(base(m, p)[0])) for p in sparsities})
+             for m in s["models"]]
+    claims = [verdict("C3", "the method's advantage over SparseGPT grows with sparsity", cells),
+              _c0({k: r for k, r in arms.items() if k[1] == "ours"}, lambda k: k[2],
+                  lambda k: f"{k[0]} ours at {k[2]:.0%}")]
+    return _data(df, arms, {label: runs for label, runs in matched.values()}), claims
 
 
 def _pooled(estimates: list[dict]) -> dict:
@@ -219,6 +328,8 @@ def _pooled(estimates: list[dict]) -> dict:
         entry = {"trace": float(np.mean([x["trace"] for x in entries]))}
         if all(x.get("stderr") is not None for x in entries):
             entry["stderr"] = math.sqrt(sum(x["stderr"] ** 2 for x in entries)) / len(entries)
+        if all(name in e.get("samples", {}) for e in estimates):  # one list of probes a seed
+            entry["samples"] = [e["samples"][name] for e in estimates]
         pooled[name] = entry
     first = estimates[0]
     return {**{k: v for k, v in first.items() if k != "matrices"}, "matrices": pooled,
@@ -273,24 +384,46 @@ def matrix_table(estimates: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unit_samples(estimate: dict, unit_of, combine=np.sum) -> dict[str, list[np.ndarray]]:
+    """Per-probe samples of groups of matrices ({unit: one array per seed}): each probe's
+    values of the unit's matrices combined (`combine` over matrices: the sum for a layer, the
+    mean for a matrix type over layers), so that units measured by the same probes stay
+    paired. `unit_of(name)`: the unit of a matrix name. Needs the pooled estimate's samples."""
+    grouped: dict[str, list] = {}
+    for name, entry in estimate["matrices"].items():
+        grouped.setdefault(unit_of(name), []).append(entry["samples"])
+    return {unit: [combine(np.array([m[seed] for m in members]), axis=0)
+                   for seed in range(len(members[0]))]
+            for unit, members in grouped.items()}
+
+
+def _probe_data(df: pd.DataFrame, samples: dict) -> pd.DataFrame:
+    """`df` carrying the per-probe samples its claim was decided from (report.write)."""
+    df.attrs["result"] = {"format": FORMAT, "probe_samples": {
+        m: {unit: [np.asarray(x).tolist() for x in seeds] for unit, seeds in units.items()}
+        for m, units in samples.items()}}
+    return df
+
+
 def figure1(s: dict):
     """Layer sensitivity over depth (the paper's Figure 1): per model the layer table and its
     estimates by every estimator; the C5 claim. Returns (df, claims, estimates by model)."""
     estimates = {m: sensitivities(s, m) for m in s["models"]}
     layers = {m: layer_table(e) for m, e in estimates.items()}
     df = pd.concat([d.assign(model=m) for m, d in layers.items()], ignore_index=True)
-    return df, [figure1_claim(layers)], estimates
+    samples = {m: unit_samples(e["hutchinson"], layer_of) for m, e in estimates.items()}
+    return _probe_data(df, samples), [figure1_claim(samples)], estimates
 
 
-def figure1_claim(layers_by_model: dict[str, pd.DataFrame]) -> dict:
-    """C5: the first and the last layer each rank above every middle layer, decided from
-    the layer traces' standard errors (pooled over probes, windows and seeds)."""
+def figure1_claim(samples_by_model: dict[str, dict[str, list]]) -> dict:
+    """C5: the first and the last layer each rank above every middle layer, each difference
+    decided from per-probe paired samples (claims.above_all); `samples_by_model`: {model:
+    {layer, in depth order: one array of per-probe layer traces per seed}}."""
     cells = []
-    for model, layers in layers_by_model.items():
-        layers = layers.sort_values("index")
-        middle = {r.layer: (r.trace, r.stderr) for r in layers.iloc[1:-1].itertuples()}
-        for which, r in (("first", layers.iloc[0]), ("last", layers.iloc[-1])):
-            cells.append(above_all(r["trace"], r["stderr"], middle,
+    for model, layers in samples_by_model.items():
+        names = list(layers)
+        for which, layer in (("first", names[0]), ("last", names[-1])):
+            cells.append(above_all(layer, layers, names[1:-1],
                                    f"{model}: {which} layer above every middle layer:"))
     return verdict("C5", "layer sensitivity is U-shaped (first and last layers most sensitive)",
                    cells)
@@ -299,22 +432,24 @@ def figure1_claim(layers_by_model: dict[str, pd.DataFrame]) -> dict:
 def figure2(s: dict):
     """Matrix sensitivity by type and layer (the paper's Figure 2): the per-matrix table of
     every model and the C6 claim. Returns (df, claims, matrix tables by model)."""
-    matrices = {m: matrix_table(sensitivities(s, m)) for m in s["models"]}
+    estimates = {m: sensitivities(s, m) for m in s["models"]}
+    matrices = {m: matrix_table(e) for m, e in estimates.items()}
     df = pd.concat([d.assign(model=m) for m, d in matrices.items()], ignore_index=True)
-    return df, [figure2_claim(matrices)], matrices
+    samples = {m: unit_samples(e["hutchinson"], lambda n: n.rsplit(".", 1)[1], np.mean)
+               for m, e in estimates.items()}
+    return _probe_data(df, samples), [figure2_claim(samples)], matrices
 
 
-def figure2_claim(matrices_by_model: dict[str, pd.DataFrame]) -> dict:
+def figure2_claim(samples_by_model: dict[str, dict[str, list]]) -> dict:
     """C6: v_proj and down_proj (OPT: fc2) each above every other matrix type but the pair's
-    other member, by the mean trace over layers and its standard error."""
+    other member, by the mean trace over layers, from per-probe paired samples
+    (`samples_by_model`: {model: {type: one array of per-probe mean traces per seed}})."""
     cells = []
-    for model, matrices in matrices_by_model.items():
-        by_type = {t: (part["trace"].mean(), math.sqrt((part["stderr"] ** 2).sum()) / len(part))
-                   for t, part in matrices.groupby("type", sort=False)}
+    for model, by_type in samples_by_model.items():
         down = "fc2" if "fc2" in by_type else "down_proj"  # OPT's down projection is fc2
         for t, partner in (("v_proj", down), (down, "v_proj")):
-            others = {o: v for o, v in by_type.items() if o not in (t, partner)}
-            cells.append(above_all(*by_type[t], others,
+            others = [o for o in by_type if o not in (t, partner)]
+            cells.append(above_all(t, by_type, others,
                                    f"{model}: {t} above every type but {partner}:"))
     return verdict("C6", "v_proj and down_proj are the most sensitive matrix types", cells)
 
@@ -334,18 +469,30 @@ def allocations(s: dict):
     saliency at every sparsity of the preset: planned and achieved sparsity, perplexities;
     each against uniform, and the trace-based `exact` against the controls."""
     saliencies = s["allocation_saliencies"]
-    arms = run_arms(s, {(m, p, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
-                         for m in s["models"] for p in s["sparsities"] for a in ALLOCATIONS
-                         for sal in saliencies if a != "paper-code" or p < 0.8}, "allocations")
-    df = pd.DataFrame([{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal),
+    specs = {(m, p, a, sal): dict(model=m, sparsity=p, allocation=a, saliency=sal)
+             for m in s["models"] for p in s["sparsities"] for a in ALLOCATIONS
+             for sal in saliencies if a != "paper-code" or p < 0.8}
+    arms = run_arms(s, specs, "allocations")
+    pairs = [(mixed, base) for mixed in MIXED for base in ("uniform",)] \
+        + [("exact", "random"), ("exact", "depth")]
+    matched = _matched(s, specs, arms, [((m, p, mixed, sal), (m, p, base, sal))
+                                        for m in s["models"] for p in s["sparsities"]
+                                        for sal in saliencies for mixed, base in pairs
+                                        if (m, p, mixed, sal) in arms], "allocations")
+    df = pd.DataFrame([{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal, matched=""),
                         "planned_sparsity": round(float(np.mean([x["planned_sparsity"] for x in r])), 4)}
-                       for (m, p, a, sal), r in arms.items()])
+                       for (m, p, a, sal), r in arms.items()]
+                      + [{**_row(r, model=m, sparsity=p, allocation=a, saliency=sal,
+                                 matched=f"to {mixed}"),
+                          "planned_sparsity": round(float(np.mean([x["planned_sparsity"] for x in r])), 4)}
+                         for ((_, _, mixed, _), (m, p, a, sal)), (_, r) in matched.items()])
     claims = []
-    for mixed, base in [(a, "uniform") for a in MIXED] + [("exact", "random"), ("exact", "depth")]:
-        cells = [c for m in s["models"] for p in s["sparsities"] for sal in saliencies
-                 if (m, p, mixed, sal) in arms
-                 for c in _beats(arms, m, (p, mixed, sal), (p, base, sal),
-                                 f"{p:.0%} {mixed} vs {base} ({sal})")]
+    for mixed, base in pairs:
+        compared = [_compare(arms, matched, (m, p, mixed, sal), (m, p, base, sal),
+                             f"{m} {p:.0%} {mixed} vs {base} ({sal})")
+                    for m in s["models"] for p in s["sparsities"] for sal in saliencies
+                    if (m, p, mixed, sal) in arms]
         label = _c2(mixed) if base == "uniform" else f"control-{base}"
-        claims.append(verdict(label, f"`{mixed}` allocation beats {base}", cells))
-    return df, claims
+        claims.append(_claim(label, f"`{mixed}` allocation beats {base}", compared))
+    claims.append(_c0(arms, lambda k: k[1], lambda k: f"{k[0]} {k[2]} ({k[3]}) at {k[1]:.0%}"))
+    return _data(df, arms, {label: runs for label, runs in matched.values()}), claims

@@ -16,7 +16,7 @@ RESULTS = ROOT / "results" / "embedded"
 # every Markdown file a user reads from the repository, and the notebooks' text cells
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), RESULTS / "TIMINGS.md"]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-EXPECTED_BLOCKS = {"README.md": {"claims", "gpu"}, "docs/install.md": {"gpu-all"}}
+EXPECTED_BLOCKS = {"README.md": {"forest", "claims", "gpu"}, "docs/install.md": {"gpu-all"}}
 
 
 # ---- the generated blocks ---------------------------------------------------------------------
@@ -102,6 +102,21 @@ def test_claims_are_read_in_the_papers_order_and_old_single_run_files_are_refuse
     (tmp_path / "x.json").write_text(json.dumps({"claims": claims}))
     with pytest.raises(SystemExit, match="'C2' has no verdict counts.*re-run its notebook"):
         readme.claim_rows(tmp_path)
+
+
+def test_the_forest_block_shows_new_format_results_only(tmp_path):
+    """Results before claims.FORMAT 2 have no forest plot: the block stays empty; a result in
+    the new format with its plot written beside it is shown, and no other."""
+    (tmp_path / "table1.json").write_text(json.dumps({"claims": [], "rows": []}))
+    (tmp_path / "table1-forest.png").write_bytes(b"")
+    assert readme.forest_block(tmp_path) == ""
+    (tmp_path / "table2.json").write_text(json.dumps({"claims": [], "rows": [], "format": 2}))
+    assert readme.forest_block(tmp_path) == ""  # no plot beside it
+    (tmp_path / "table2-forest.png").write_bytes(b"")
+    block = readme.forest_block(tmp_path)
+    images = re.findall(r"!\[[^]]*\]\(([^)]*)\)", block)
+    assert images == ["results/embedded/table2-forest.png"]
+    assert "never one arm's own interval" in block
 
 
 def test_the_settings_line_lists_each_results_seed_count(tmp_path):

@@ -1,31 +1,35 @@
 """Claims verdicts and the regression check of the notebooks (no model runs)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from samrepro import report, settings, tables
 
 
-def _layers(traces, stderr):
-    return pd.DataFrame({"index": range(len(traces)), "layer": [f"l.{i}" for i in range(len(traces))],
-                         "trace": traces, "stderr": stderr})
+def _units(traces, noise, probes=16, seeds=2, seed=0):
+    """{unit: per-seed arrays of per-probe samples} around `traces`: each probe moves every
+    unit by a shared amount (one calibration batch a probe) plus its own noise."""
+    rng = np.random.default_rng(seed)
+    shared = [rng.normal(0, 1.0, probes) for _ in range(seeds)]
+    return {f"l.{i}": [t + shared[s] + rng.normal(0, noise, probes) for s in range(seeds)]
+            for i, t in enumerate(traces)}
 
 
 def test_figure_claims_follow_the_numbers_and_their_errors():
-    """C5/C6 by hand: decided above every other when the 95% intervals say so, undecided
-    when an error is as large as the gap."""
-    c5 = tables.figure1_claim({"m": _layers([5.0, 1.0, 2.0, 1.5, 4.0], [0.1] * 5)})
+    """C5/C6 by hand: decided above every other when the paired 95% intervals say so,
+    undecided when the noise is as large as the gap."""
+    c5 = tables.figure1_claim({"m": _units([5.0, 1.0, 2.0, 1.5, 4.0], 0.1)})
     assert c5["counts"] == {"holds": 2, "fails": 0, "inconclusive": 0}
-    c5 = tables.figure1_claim({"m": _layers([1.0, 5.0, 2.0, 1.5, 0.5], [0.1] * 5)})
+    c5 = tables.figure1_claim({"m": _units([1.0, 5.0, 2.0, 1.5, 0.5], 0.1)})
     assert c5["counts"] == {"holds": 0, "fails": 2, "inconclusive": 0}
-    noisy = tables.figure1_claim({"m": _layers([5.0, 1.0, 2.0, 1.5, 4.0], [3.0] * 5)})
+    noisy = tables.figure1_claim({"m": _units([5.0, 1.0, 2.0, 1.5, 4.0], 30.0)})
     assert noisy["counts"]["inconclusive"] == 2
-    matrices = {"m": pd.DataFrame({"type": ["q_proj", "v_proj", "down_proj", "up_proj"],
-                                   "trace": [1.0, 3.0, 0.5, 2.0], "stderr": [0.1] * 4})}
+    by_type = _units([1.0, 3.0, 0.5, 2.0], 0.1)
+    matrices = {"m": dict(zip(["q_proj", "v_proj", "down_proj", "up_proj"], by_type.values()))}
     assert tables.figure2_claim(matrices)["counts"] == {"holds": 1, "fails": 1, "inconclusive": 0}
-    opt = {"m": pd.DataFrame({"type": ["q_proj", "v_proj", "fc1", "fc2"],  # fc2: OPT's down
-                              "trace": [1.0, 3.0, 0.5, 2.0], "stderr": [0.1] * 4})}
-    assert tables.figure2_claim(opt)["verdict"] == "holds 2, fails 0, inconclusive 0"
+    opt = {"m": dict(zip(["q_proj", "v_proj", "fc1", "fc2"], by_type.values()))}  # fc2: OPT's down
+    assert tables.figure2_claim(opt)["counts"] == {"holds": 2, "fails": 0, "inconclusive": 0}
 
 
 def test_regression_check_fails_when_numbers_move(tmp_path, monkeypatch):
@@ -100,7 +104,7 @@ def test_the_method_rows_follow_the_notebook_parameters(monkeypatch):
     df, claims, _ = tables.table1(settings.settings("smoke", models=["tiny-opt"], allocation="exact"))
     assert {(c.allocation, c.saliency) for c in seen} == {
         (a, sal) for a in ("uniform", "exact") for sal in ("obs", "isc")}
-    assert [c["claim"] for c in claims] == ["C1", "C2-exact"] and len(df) == 4
+    assert [c["claim"] for c in claims] == ["C1", "C2-exact", "C0"] and len(df) == 4
     assert {c.seed for c in seen} == {0, 1}  # every arm once per seed of the smoke preset
     with pytest.raises(UserError, match="mixed allocation"):
         tables.table1(settings.settings("smoke", models=["tiny-opt"], allocation="uniform"))

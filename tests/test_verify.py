@@ -111,3 +111,18 @@ def test_fewer_seeds_reach_the_notebook_and_bad_seeds_are_refused(tmp_path, monk
         with pytest.raises(UserError, match="seeds"):
             verify_module.verify(results, str(tmp_path / "other"), seeds=bad)
     assert not (tmp_path / "other").exists()  # refused before anything was written
+
+
+def test_new_cells_are_named_by_what_they_compare_not_by_their_numbers():
+    """verify pairs a committed cell with the re-run's by its label: the new cells (C0,
+    matched, confounded) keep their numbers out of it."""
+    from samrepro.claims import keeps_sparsity, lower_perplexity
+
+    c0 = [keeps_sparsity([{"achieved_sparsity": x}], 0.5, "embedded paper (isc) at 50%")
+          for x in (0.5176, 0.5181)]
+    assert verify_module._cell_label(c0[0]) == verify_module._cell_label(c0[1]) == "embedded paper (isc) at 50%"
+    runs = [[{"perplexity": {"ptb": {"window_nll": [3.0 + x, 3.1, 2.9 + x]}},
+              "achieved_sparsity": s}] for x, s in ((0.0, 0.5176), (0.1, 0.5))]
+    cell = lower_perplexity(*runs, ["ptb"], "embedded paper vs uniform (obs)")[0]
+    assert cell["outcome"] == "confounded"
+    assert verify_module._cell_label(cell) == "embedded paper vs uniform (obs) ptb"
