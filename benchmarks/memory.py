@@ -5,9 +5,10 @@
 Each stage runs in a fresh process, so its peak resident set (the kernel's high-water mark,
 ru_maxrss) is its own: loading the embedded model (SmolLM2-135M); scoring 8 windows of 512
 tokens of WikiText-2 a batch of 4 (the run's evaluation batch); a SparseGPT 50% pass at
-16 × 512; one Hutchinson probe on one 512-token window, as run and with decoder layers
-recomputed in the backward (`checkpointing`), at `--probe-seqlen` tokens (512 in the
-estimates; measured, the peak grows linearly with it); and a whole run as `make table1` does one
+16 × 512; one Hutchinson probe on one 512-token window at `--probe-seqlen` tokens (512 in the
+estimates), side by side: layer by layer as the estimate runs (`hutchinson`,
+sensitivity.probe_row) and the whole model's double backward it replaced
+(`hutchinson-whole-model`, sensitivity.probe_row_whole_model, the reference); and a whole run as `make table1` does one
 (experiments.run: Hutchinson estimate, mixed allocation, pruning and three evaluation
 streams). A notebook's kernel holds the largest of these. Needs SAMREPRO_DATA_DIR.
 """
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 
-STAGES = ("load", "evaluate", "prune", "hutchinson", "hutchinson-checkpointing", "run")
+STAGES = ("load", "evaluate", "prune", "hutchinson", "hutchinson-whole-model", "run")
 
 
 def peak_mib() -> float:
@@ -62,11 +63,13 @@ def stage(name: str, dtype: str, probe_seqlen: int = 512) -> dict:
         prune_model(model, windows, {name: 0.5 for name in prunable_linears(model)},
                     saliency="obs", progress=False)
     elif name.startswith("hutchinson"):
-        from samrepro.sensitivity import hutchinson
+        from samrepro import sensitivity
 
         windows, _ = calibration_windows("c4", tokenizer, 1, probe_seqlen, seed=0)
-        hutchinson(model, windows, min_probes=1, max_probes=2, progress=False,
-                   checkpointing=name.endswith("checkpointing"))
+        row = (sensitivity.probe_row_whole_model if name.endswith("whole-model")
+               else sensitivity.probe_row)
+        with sensitivity._OnlyWeightsTrainable(model) as params:
+            row(model, params, windows, lambda i, p: sensitivity.draw_probe(0, 0, i, p))
     return {"loaded_mib": round(loaded), "seconds": time.perf_counter() - started,
             "dtype": resolved}
 
