@@ -29,6 +29,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import UserError
+# the tokens whose fp32 logits the head holds at once; the elements of each fp32 temporary
+# of a zᵀHz reduction (memory counts both)
+from .memory import DOT_ELEMENTS, HEAD_CHUNK
 from .models import architecture, decoder_layers, layer_of, prunable_linears
 
 ESTIMATORS = ("hutchinson", "fisher", "xxt")
@@ -101,10 +104,11 @@ def draw_probe(seed: int, probe: int, matrix: int, like: torch.Tensor,
     return (z.sign() if distribution == "rademacher" else z).to(like.dtype)
 
 
-def _dot32(z: torch.Tensor, h: torch.Tensor, rows: int = 4096) -> torch.Tensor:
-    """Σ z·h accumulated in fp32 (a few thousand rows at a time: bounded extra memory)."""
+def _dot32(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Σ z·h accumulated in fp32 (a few rows at a time: bounded extra memory)."""
     total = torch.zeros((), dtype=torch.float32, device=h.device)
     z2, h2 = z.reshape(z.shape[0], -1), h.reshape(h.shape[0], -1)
+    rows = max(1, DOT_ELEMENTS // z2.shape[1])
     for i in range(0, z2.shape[0], rows):
         total += (z2[i:i + rows].float() * h2[i:i + rows].float()).sum()
     return total
@@ -157,9 +161,6 @@ class _Inject(nn.Module):
         return (self.hidden,) if self.as_tuple else self.hidden
 
 
-HEAD_CHUNK = 128  # tokens whose fp32 logits over the vocabulary the head holds at once
-
-
 def _head(model: nn.Module, ids: torch.Tensor, hidden: torch.Tensor, tangent: torch.Tensor,
           as_tuple: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, ġ): the gradient of the loss (times `scale`) with respect to the last decoder
@@ -191,6 +192,50 @@ def _head(model: nn.Module, ids: torch.Tensor, hidden: torch.Tensor, tangent: to
     return g, dg
 
 
+STREAM_ATTRIBUTE = "samrepro_stream_device"
+
+
+@contextlib.contextmanager
+def streaming(model: nn.Module, device):
+    """Within the block, probe_row streams `model`'s decoder layers to `device` one at a
+    time (each is moved there while it is used and back afterwards) while the rest of the
+    model (embeddings, final norm, LM head) is on `device`: a model larger than the GPU whose
+    layers are in host RAM (samrepro.plan's "weights streamed from host RAM")."""
+    parent_name, attr = architecture(model).layers.rsplit(".", 1)
+    parent = model.get_submodule(parent_name)
+    layers = getattr(parent, attr)
+    home = next(model.parameters()).device
+    setattr(parent, attr, nn.ModuleList())  # move all but the layers
+    try:
+        model.to(device)
+    finally:
+        setattr(parent, attr, layers)
+    setattr(model, STREAM_ATTRIBUTE, torch.device(device))
+    try:
+        yield model
+    finally:
+        delattr(model, STREAM_ATTRIBUTE)
+        setattr(parent, attr, nn.ModuleList())
+        try:
+            model.to(home)
+        finally:
+            setattr(parent, attr, layers)
+
+
+@contextlib.contextmanager
+def _visiting(layer: nn.Module, device):
+    """`layer` on `device` within the block (streaming), else where it is."""
+    if device is None:
+        yield layer
+        return
+    home = next(layer.parameters()).device
+    layer.to(device)
+    try:
+        yield layer
+    finally:
+        layer.to(home)
+
+
 def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw,
               loss_scale: float = 1.0) -> torch.Tensor:
     """One Hutchinson sample per matrix, zᵀHz/n_W, on one batch, layer by layer
@@ -219,6 +264,7 @@ def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw,
     def probes(l):
         return [draw(l * per_layer + j, p) for j, p in enumerate(weights[l])]
 
+    stream = getattr(model, STREAM_ATTRIBUTE, None)
     h, args, kwargs = _layer_inputs(model, batch)
     inputs, tangents, as_tuple = [], [], []
     t = torch.zeros_like(h)
@@ -232,7 +278,8 @@ def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw,
                 as_tuple[:] = [isinstance(out, (tuple, list))]
                 return _hidden(out)
 
-            h, t = jvp(f, (h, weights[l]), (t.to(h.device), probes(l)))
+            with _visiting(layer, stream):
+                h, t = jvp(f, (h, weights[l]), (t.to(h.device), probes(l)))
     # 2. the head
     g, dg = _head(model, batch, h, t, as_tuple[0], loss_scale)
     del h, t
@@ -245,16 +292,17 @@ def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw,
         if inner:
             x.requires_grad_(True)
         ins = ([x] if inner else []) + weights[l]
-        y = _hidden(layers[l](x, *args, **kwargs))
-        grads = torch.autograd.grad(y, ins, grad_outputs=g.to(y.device), create_graph=True)
-        z = probes(l)
-        outs = torch.autograd.grad(list(grads) + [y], ins,
-                                   grad_outputs=([dx] if inner else []) + z + [dg.to(y.device)])
-        if inner:
-            g, dg = grads[0].detach(), outs[0]
-        for j, (zj, hz) in enumerate(zip(z, outs[-per_layer:])):
-            row[l * per_layer + j] = (_dot32(zj, hz) / (zj.numel() * loss_scale)).double().cpu()
-        del y, grads, outs, z
+        with _visiting(layers[l], stream):
+            y = _hidden(layers[l](x, *args, **kwargs))
+            grads = torch.autograd.grad(y, ins, grad_outputs=g.to(y.device), create_graph=True)
+            z = probes(l)
+            outs = torch.autograd.grad(list(grads) + [y], ins, grad_outputs=(
+                [dx] if inner else []) + z + [dg.to(y.device)])
+            if inner:
+                g, dg = grads[0].detach(), outs[0]
+            for j, (zj, hz) in enumerate(zip(z, outs[-per_layer:])):
+                row[l * per_layer + j] = (_dot32(zj, hz) / (zj.numel() * loss_scale)).double().cpu()
+            del y, grads, outs, z
     return torch.stack(row)
 
 

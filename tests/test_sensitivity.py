@@ -154,3 +154,23 @@ def test_layer_by_layer_bf16_is_within_two_standard_errors_of_fp32():
     assert bf16["precision"]["hvp_dtype"] == "bfloat16"
     for name, exact in fp32.items():
         assert abs(bf16["matrices"][name]["trace"] - exact["trace"]) <= 2 * exact["stderr"], name
+
+
+def test_streamed_layers_visit_the_device_in_turn_and_give_the_same_samples(monkeypatch):
+    """sensitivity.streaming (plan: weights streamed from host RAM): each decoder layer is
+    moved to the device twice a probe (forward and reverse sweeps), the samples unchanged."""
+    from samrepro import sensitivity
+
+    model = _family_models()["llama-gqa"]().float()
+    windows = ids(n=2, seqlen=20, seed=3) % 64
+    plain = _samples(model, windows, sensitivity.probe_row)
+    visits, real = [], sensitivity._visiting
+    monkeypatch.setattr(sensitivity, "_visiting",
+                        lambda layer, device: visits.append((id(layer), device)) or
+                        real(layer, device))
+    with sensitivity.streaming(model, "cpu"):
+        streamed = _samples(model, windows, sensitivity.probe_row)
+    assert torch.equal(streamed, plain)
+    layers = [id(layer) for layer in model.model.layers]
+    assert sorted(visits) == sorted((i, torch.device("cpu")) for i in layers * 2 * 2)
+    assert not hasattr(model, sensitivity.STREAM_ATTRIBUTE)
