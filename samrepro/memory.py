@@ -79,7 +79,8 @@ HUB_IDS = {
 # (query, key) pair HUTCHINSON_ATTENTION_BYTES: math attention keeps the scores, the softmax
 # and their gradients in fp32 even for bf16 or fp16 inputs, about ten fp32 values (CPU). The
 # layer's weight-sized tensors are HUTCHINSON_WEIGHT_COPIES: its gradient with its graph,
-# the probe z and Hz. The head holds HUTCHINSON_LOGITS fp32 values a logit for
+# the probe z and Hz, and two more of its largest matrix while autograd sums the two
+# contributions to its Hz (measured at LLaMA-2-70B's width, where that matrix is large). The head holds HUTCHINSON_LOGITS fp32 values a logit for
 # HEAD_CHUNK tokens at a time.
 HUTCHINSON_SAVED = {"hidden": 11.0, "intermediate": 10.0}
 HUTCHINSON_ATTENTION_BYTES = 42.0
@@ -92,6 +93,7 @@ DOT_ELEMENTS = 2 ** 22  # elements of each fp32 temporary of its zᵀHz reductio
 # logits, their fp32 copy and the log-softmax.
 INFERENCE_SAVED = {"hidden": 6.0, "intermediate": 3.0}
 INFERENCE_LOGITS = 3.0
+LOSS_CHUNK = 128  # positions whose logits evaluate.token_nll holds at once
 
 
 @dataclass(frozen=True)
@@ -242,8 +244,8 @@ def hutchinson_parts(shape: Shape, batch_size: int, seqlen: int, dtype=torch.flo
     - `weights`: the whole model;
     - `boundary`: every decoder layer's input and its tangent, kept from the forward sweep,
       and the incoming gradient and its tangent (old and new) of the reverse sweep;
-    - `layer_weights_work`: one layer's weight-sized tensors (gradient with graph, z, Hz)
-      and the fp32 reduction's temporaries;
+    - `layer_weights_work`: one layer's weight-sized tensors (gradient with graph, z, Hz,
+      the sum of Hz's two parts for the largest matrix) and the fp32 reduction's temporaries;
     - `layer_activations`, `attention`: one layer's local double backward;
     - `head`: the final norm, LM head and loss on HEAD_CHUNK tokens at a time.
     The head runs before the reverse sweep, so the peak (hutchinson_peak) holds the larger of
@@ -256,6 +258,7 @@ def hutchinson_parts(shape: Shape, batch_size: int, seqlen: int, dtype=torch.flo
         "weights": b * shape.parameters(),
         "boundary": 2 * b * tokens * shape.hidden * shape.layers + 4 * b * tokens * shape.hidden,
         "layer_weights_work": (HUTCHINSON_WEIGHT_COPIES * b * sum(o * i for o, i in matrices)
+                               + 2 * b * max(o * i for o, i in matrices)
                                + 3 * 4 * min(DOT_ELEMENTS, max(o * i for o, i in matrices))),
         "layer_activations": int(b * tokens * (saved["hidden"] * shape.hidden
                                                + saved["intermediate"] * shape.intermediate)),
@@ -295,15 +298,19 @@ def hutchinson_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devic
             "parts": parts}
 
 
-def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: int = 1) -> dict:
-    """Bytes of a forward without gradient (perplexity, lm-eval) on one batch of windows."""
+def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: int = 1,
+                    loss_chunk: int | None = None) -> dict:
+    """Bytes of a forward without gradient on one batch of windows: lm-eval's, whose logits
+    cover every position, or with `loss_chunk` (LOSS_CHUNK) perplexity's, whose LM head and
+    loss run that many positions at a time (evaluate.token_nll)."""
     b = _bytes(dtype)
     tokens = batch_size * seqlen
+    logit_tokens = batch_size * min(seqlen, loss_chunk) if loss_chunk else tokens
     saved = INFERENCE_SAVED
     return {"weights": b * shape.parameters(),
             "activations": int(b * tokens * (saved["hidden"] * shape.hidden
                                              + saved["intermediate"] * shape.intermediate)),
-            "logits": int(4 * INFERENCE_LOGITS * tokens * shape.vocab)}
+            "logits": int(4 * INFERENCE_LOGITS * logit_tokens * shape.vocab)}
 
 
 def inference_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devices: int = 1,
