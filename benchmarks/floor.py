@@ -9,7 +9,8 @@ In one process:
    (models.load_model), the pruning pass on 16 × 512 C4 windows at 50% (pipeline.prune_model:
    capture and forwards, Hessians, solver), evaluation (evaluate.perplexity at the run's batch
    on `--eval-windows` WikiText-2 windows, scaled to 3 streams × 32 windows) and a Hutchinson
-   estimate (`--probes` probes of sensitivity.hutchinson, scaled to 16);
+   estimate (`--probes` probes of sensitivity.hutchinson, scaled to 16), after an untimed
+   batch and probe (oneDNN's first calls build kernels: a run pays that once);
 3. each phase's floor: its FLOPs over the rate of the GEMMs that do them: forwards
    (memory.forward_flops; the pruning pass runs every layer twice) at the bf16 rate, the
    Hessians 2XXᵀ (memory.prune_flops) at the bf16 rate on AMX (hessian.py's bf16 products,
@@ -76,7 +77,7 @@ def main() -> None:
     from samrepro.memory import forward_flops, prune_flops, shape_of
     from samrepro.models import load_model, prunable_linears
     from samrepro.pipeline import prune_model
-    from samrepro.sensitivity import hutchinson
+    from samrepro.sensitivity import _OnlyWeightsTrainable, draw_probe, hutchinson, probe_row
 
     t = TABLE1
     r = rates()
@@ -90,6 +91,10 @@ def main() -> None:
 
     windows, _ = calibration_windows("c4", tokenizer, t["nsamples"], seqlen, seed=0)
     ids, _ = eval_stream("wikitext2", tokenizer, seqlen)
+    # untimed first calls: oneDNN builds its kernels for each new shape once per process
+    perplexity(model, ids, seqlen, EVAL_BATCH, batch_size=EVAL_BATCH, progress=False)
+    with _OnlyWeightsTrainable(model) as params:
+        probe_row(model, params, windows[:1], lambda i, p: draw_probe(9, 0, i, p))
     _, eval_s = timed(lambda: perplexity(model, ids, seqlen, args.eval_windows,
                                          batch_size=EVAL_BATCH, progress=False))
     eval_s *= t["streams"] * t["eval_windows"] / args.eval_windows
