@@ -7,8 +7,9 @@ embedded and tiny models) on a machine (the GPUs torch sees, or ones named like
 - calibration forwards and Hessians + solver (the layer-by-layer pass, METHOD.md §1): one
   GPU holding one decoder layer, the calibration activations on it ("device") or on the CPU
   ("offload");
-- Hutchinson (§3): the whole model with its gradient graph on one GPU, split by whole
-  decoder layers over several (accelerate device_map, `placed`), or the CPU;
+- Hutchinson (§3, layer by layer): the whole model on one GPU, or its decoder layers
+  streamed to one GPU from host RAM, or split by whole layers over several (accelerate
+  device_map, `placed`), or the CPU;
 - perplexity and lm-eval (§6): the whole model, on one GPU or split over several;
 
 its placement, its peak memory on the fullest device (samrepro.memory, which tests check
