@@ -413,8 +413,9 @@ def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
     `checkpointing` also recomputes each decoder layer within its own local double backward
     (layer_checkpointing); probe_row already holds one layer's graph at a time, so it saves
     little (kept for the placements that ask for it).
-    The model may be spread over several GPUs (plan.placed, accelerate): z is drawn on
-    each weight's device.
+    The model may be spread over several GPUs (plan.placed, accelerate), or its decoder
+    layers streamed to one from host RAM (`streaming`): z is drawn on each weight's device
+    when it is used.
 
     Returns {"matrices": {name: {"trace", "stderr"}}, "probes", "rel_stderr_q90", "seconds",
     "distribution", "world_size", "precision"} (and "samples", probes × matrices, with
