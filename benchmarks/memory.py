@@ -5,11 +5,16 @@
 Each stage runs in a fresh process, so its peak resident set (the kernel's high-water mark,
 ru_maxrss) is its own: loading the embedded model (SmolLM2-135M); scoring 8 windows of 512
 tokens of WikiText-2 a batch of 4 (the run's evaluation batch); a SparseGPT 50% pass at
-16 × 512; one Hutchinson probe on one 512-token window, as run and with decoder layers
-recomputed in the backward (`checkpointing`), at `--probe-seqlen` tokens (512 in the
-estimates; measured, the peak grows linearly with it); and a whole run as `make table1` does one
+16 × 512; one Hutchinson probe on one 512-token window at `--probe-seqlen` tokens (512 in the
+estimates), side by side: layer by layer as the estimate runs (`hutchinson`,
+sensitivity.probe_row) and the whole model's double backward it replaced
+(`hutchinson-whole-model`, sensitivity.probe_row_whole_model, the reference); and a whole run as `make table1` does one
 (experiments.run: Hutchinson estimate, mixed allocation, pruning and three evaluation
-streams). A notebook's kernel holds the largest of these. Needs SAMREPRO_DATA_DIR.
+streams). A notebook's kernel holds the largest of these. `peak RSS` is the process's
+high-water mark (loading's transient included), `after load` that mark once the model is
+loaded, `work` what the stage's work adds to the resident set above the loaded model
+(memory.measure_peak; it reads low where the work reuses memory that loading freed and
+glibc kept). Needs SAMREPRO_DATA_DIR.
 """
 
 import argparse
@@ -21,7 +26,7 @@ import sys
 import tempfile
 import time
 
-STAGES = ("load", "evaluate", "prune", "hutchinson", "hutchinson-checkpointing", "run")
+STAGES = ("load", "evaluate", "prune", "hutchinson", "hutchinson-whole-model", "run")
 
 
 def peak_mib() -> float:
@@ -31,8 +36,6 @@ def peak_mib() -> float:
 def stage(name: str, dtype: str, probe_seqlen: int = 512) -> dict:
     import torch
 
-    from samrepro.data import calibration_windows, eval_stream
-    from samrepro.evaluate import perplexity
     from samrepro.hardware import DTYPES, resolve_dtype
     from samrepro.models import load_model
 
@@ -47,9 +50,21 @@ def stage(name: str, dtype: str, probe_seqlen: int = 512) -> dict:
                            eval_windows=32, probes=16, rel_tol=0.2, dtype=dtype)
         run(config, progress=False)
         return {"seconds": time.perf_counter() - started, "dtype": resolved}
+    from samrepro.memory import measure_peak
+
     model, tokenizer = load_model("embedded", DTYPES[resolved])
     model.eval()
     loaded = peak_mib()
+    _, above = measure_peak(lambda: work(name, model, tokenizer, probe_seqlen))
+    return {"loaded_mib": round(loaded), "above_mib": round(above / 2 ** 20),
+            "seconds": time.perf_counter() - started, "dtype": resolved}
+
+
+def work(name: str, model, tokenizer, probe_seqlen: int) -> None:
+    """A stage's work on the loaded model."""
+    from samrepro.data import calibration_windows, eval_stream
+    from samrepro.evaluate import perplexity
+
     if name == "evaluate":
         ids, _ = eval_stream("wikitext2", tokenizer, 512)
         perplexity(model, ids, 512, 8, batch_size=4, progress=False)
@@ -62,13 +77,13 @@ def stage(name: str, dtype: str, probe_seqlen: int = 512) -> dict:
         prune_model(model, windows, {name: 0.5 for name in prunable_linears(model)},
                     saliency="obs", progress=False)
     elif name.startswith("hutchinson"):
-        from samrepro.sensitivity import hutchinson
+        from samrepro import sensitivity
 
         windows, _ = calibration_windows("c4", tokenizer, 1, probe_seqlen, seed=0)
-        hutchinson(model, windows, min_probes=1, max_probes=2, progress=False,
-                   checkpointing=name.endswith("checkpointing"))
-    return {"loaded_mib": round(loaded), "seconds": time.perf_counter() - started,
-            "dtype": resolved}
+        row = (sensitivity.probe_row_whole_model if name.endswith("whole-model")
+               else sensitivity.probe_row)
+        with sensitivity._OnlyWeightsTrainable(model) as params:
+            row(model, params, windows, lambda i, p: sensitivity.draw_probe(0, 0, i, p))
 
 
 def main() -> None:
@@ -80,12 +95,14 @@ def main() -> None:
     parser.add_argument("--stage", help=argparse.SUPPRESS)  # a child process: one stage
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps({**stage(args.stage, args.dtype, args.probe_seqlen),
-                          "peak_mib": round(peak_mib())}))
+        r = stage(args.stage, args.dtype, args.probe_seqlen)
+        # measure_peak resets the high-water mark: the process's peak is the larger of both
+        print(json.dumps({**r, "peak_mib": round(max(peak_mib(), r.get("loaded_mib", 0)))}))
         return
     env = dict(os.environ)
     env.setdefault("SAMREPRO_CACHE_DIR", tempfile.mkdtemp(prefix="samrepro-memory-"))
-    print(f"{'stage':26s} {'dtype':9s} {'peak RSS MiB':>12s} {'after load':>10s} {'seconds':>8s}")
+    print(f"{'stage':26s} {'dtype':9s} {'peak RSS MiB':>12s} {'after load':>10s} "
+          f"{'work MiB':>8s} {'seconds':>8s}")
     for name in args.stages.split(","):
         if name not in STAGES:
             sys.exit(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
@@ -96,7 +113,7 @@ def main() -> None:
             sys.exit(f"stage {name} failed:\n{done.stderr[-3000:]}")
         r = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name:26s} {r['dtype']:9s} {r['peak_mib']:12d} {r.get('loaded_mib', ''):>10} "
-              f"{r['seconds']:8.1f}", flush=True)
+              f"{r.get('above_mib', ''):>8} {r['seconds']:8.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import time
 import torch
 
 from samrepro.memory import A100 as GPU  # the assumed GPU of the projection
+from samrepro.memory import COLUMN_STEP_SECONDS, UTILIZATION
 from samrepro.memory import forward_flops, prune_flops
 
 PROBE_FORWARDS = None  # measured: a probe costs this many forwards (set from the runs)
@@ -162,15 +163,17 @@ def main():
     shape13 = shape_of("llama-13b")
     tokens = 128 * 2048
     f = prune_flops(shape13, tokens, 2048)
-    r16 = GPU["fp16_flops"] * GPU["utilization"]
-    r32 = GPU["fp32_flops"] * GPU["utilization"]
+    r16, r32 = GPU.flops16 * UTILIZATION, GPU.flops32 * UTILIZATION
     prune_s = (f["forward"] / r16 + (f["hessian"] + f["solver"]) / r32
-               + f["columns"] * GPU["column_step_seconds"])
+               + f["columns"] * COLUMN_STEP_SECONDS)
     probe13 = probe_forwards * forward_flops(shape13, 2048, 2048) / r16
-    mem = estimate_memory("llama-13b", 128, 2048, GPU["bytes"], torch.float16)
+    mem = estimate_memory("llama-13b", 128, 2048, GPU.memory, torch.float16)
     projection = {
         "model": "llama-13b", "protocol": "128x2048 calibration, fp16 weights, fp32 Hessians/solver",
-        "gpu": GPU, "pruning_flops": f, "pruning_seconds": prune_s,
+        "gpu": {"name": GPU.name, "bytes": GPU.memory, "fp16_flops": GPU.flops16,
+                "fp32_flops": GPU.flops32, "utilization": UTILIZATION,
+                "column_step_seconds": COLUMN_STEP_SECONDS},
+        "pruning_flops": f, "pruning_seconds": prune_s,
         "pruning_peak_gib": mem["pruning"]["peak"] / GIB,
         "pruning_placement": mem["pruning"]["placement"],
         "host_ram_gib": mem["pruning"]["host"] / GIB,

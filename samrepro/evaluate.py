@@ -19,6 +19,23 @@ from tqdm.auto import tqdm
 
 from .data import data_dir as resolve_data_dir
 from .errors import UserError
+from .memory import LOSS_CHUNK  # positions whose fp32 logits over the vocabulary are held
+
+
+def token_nll(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """fp32 NLL of every token after the first of each window (batch × (seqlen − 1)), as
+    from the model's logits, but the LM head and the loss run LOSS_CHUNK positions at a
+    time: the fp32 logits of a whole batch over a large vocabulary are never held."""
+    base = getattr(model, model.base_model_prefix)
+    hidden = base(input_ids=batch, use_cache=False)[0]
+    head = model.get_output_embeddings()
+    parts = []
+    for a in range(0, batch.shape[1] - 1, LOSS_CHUNK):
+        b = min(a + LOSS_CHUNK, batch.shape[1] - 1)
+        logits = head(hidden[:, a:b]).float()
+        parts.append(F.cross_entropy(logits.transpose(1, 2), batch[:, a + 1:b + 1],
+                                     reduction="none"))
+    return torch.cat(parts, 1)
 
 
 @torch.no_grad()
@@ -40,9 +57,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int, max_windows: in
     stream = ids[: total * seqlen].view(total, seqlen)[index]
     window_nll = []
     for batch in tqdm(stream.split(batch_size), desc=desc, disable=not progress):
-        batch = batch.to(device)
-        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+        nll = token_nll(model, batch.to(device))
         window_nll += nll.double().mean(1).tolist()  # targets: every token after the first
     mean = math.fsum(window_nll) / windows
     return {"ppl": math.exp(mean), "nll": mean, "windows": windows,

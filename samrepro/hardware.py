@@ -52,14 +52,19 @@ def has_amx(flags: frozenset[str] | None = None) -> bool:
     return "amx_bf16" in (cpu_flags() if flags is None else flags)
 
 
+def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in BF16_CPU_FLAGS)
+
+
 def fast_dtype(device: torch.device, flags: frozenset[str] | None = None) -> str:
     """The dtype `auto` stands for on `device` (see the module docstring)."""
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         return "bfloat16" if major >= 8 else "float16"
     if device.type == "cpu":
-        flags = cpu_flags() if flags is None else flags
-        return "bfloat16" if any(f in flags for f in BF16_CPU_FLAGS) else "float32"
+        return "bfloat16" if cpu_has_bf16(flags) else "float32"
     return "float32"
 
 

@@ -7,23 +7,25 @@ memory of
   fp32 work matrices, and the calibration activations (nsamples × seqlen × hidden) are on the
   device when everything fits ("device"), else on the CPU, moved one batch at a time
   ("offload"), or it does not fit at all ("does not fit");
-- the Hutchinson estimate (docs/method.md §3, samrepro.sensitivity): the whole model on the
-  device, its prunable weights' gradient with its graph, the probe and the Hessian-vector
-  product, and the activations of the double backward through one batch (math attention,
-  so the seq² attention probabilities are stored); `hutchinson_device_peak` gives the
-  fullest GPU's share when the model is split over several by whole layers;
+- the Hutchinson estimate (docs/method.md §3, samrepro.sensitivity.probe_row, layer by
+  layer): the whole model on the device (or one layer at a time, streamed from the host),
+  every layer's input and its tangent, and one layer's local double backward through one
+  batch (math attention: the seq² scores and softmax are kept in fp32) or the head on a
+  few tokens; `hutchinson_device_peak` gives the fullest GPU's share when the model is
+  split over several by whole layers;
 - an inference forward (perplexity, lm-eval): `inference_parts`, `inference_device_peak`.
 
 samrepro.plan turns these into a placement per step of a run.
 
 Every figure is a sum of named parts (bytes), returned so that a reader can check it.
-`estimate_time` projects the time of both from FLOP counts and an assumed GPU (`A100`).
+`estimate_time` projects the time of both from FLOP counts and an assumed GPU (`A100`, one
+of `GPUS`, the GPU kinds that samrepro.plan knows).
 Pruning's parts are counted from the code (which tensors are alive at once). The
-double backward's activations per token and layer are `HUTCHINSON_SAVED` hidden-size,
-intermediate-size and seq-per-head units, and `HUTCHINSON_LOGITS` vocabulary-size fp32 units
-for the loss: counts read off the autograd graph of the installed transformers on the CPU
-(tests/test_memory.py checks the whole estimate against measured peaks; a GPU adds the CUDA
-context and allocator slack, `overhead_bytes`).
+Hutchinson probe's per-token units (`HUTCHINSON_SAVED`, `HUTCHINSON_ATTENTION_BYTES`,
+`HUTCHINSON_LOGITS`) were measured on small models with the installed transformers on the
+CPU (tests/test_memory.py checks the whole estimate against measured peaks,
+benchmarks/hutchinson_widths.py at the real widths of LLaMA-7B, 13B and 70B; a GPU adds the
+CUDA context and allocator slack, `overhead_bytes`).
 
 `PAPER_MODELS` holds the architecture numbers of the paper's models (public facts), so the
 estimate needs no hub access.
@@ -69,20 +71,29 @@ HUB_IDS = {
     **{f"meta-llama/Llama-2-{size}-hf": f"llama-2-{size}" for size in ("7b", "13b", "70b")},
 }
 
-# Double backward (Hutchinson), per token and decoder layer: saved values in units of the
-# hidden size, the intermediate size and (per head) the sequence length; and per token,
-# fp32 values of vocabulary size for the logits and the cross-entropy.
-HUTCHINSON_SAVED = {"hidden": 24.0, "intermediate": 10.0, "attention": 4.0}
-HUTCHINSON_LOGITS = 7.0
-# Layer checkpointing keeps most of these: the double backward holds the recomputed
-# activations (measured: 906 → 813 MiB at 8 layers of the embedded model, results/embedded/
-# scaling.md), so it saves about a tenth of them.
-CHECKPOINTING_KEEPS = 0.9
+# One layer-by-layer Hutchinson probe (sensitivity.probe_row), measured on this CPU's autograd
+# (benchmarks/hutchinson_widths.py checks the sum at the paper's real widths). The reverse
+# step of one decoder layer holds, per token, HUTCHINSON_SAVED hidden- and intermediate-size
+# values in the weights' dtype (its recomputed forward, the first backward's graph, the
+# second backward's transients; RMSNorm's fp32 copies counted in them), and per head and
+# (query, key) pair HUTCHINSON_ATTENTION_BYTES: math attention keeps the scores, the softmax
+# and their gradients in fp32 even for bf16 or fp16 inputs, about ten fp32 values (CPU). The
+# layer's weight-sized tensors are HUTCHINSON_WEIGHT_COPIES: its gradient with its graph,
+# the probe z and Hz, and two more of its largest matrix while autograd sums the two
+# contributions to its Hz (measured at LLaMA-2-70B's width, where that matrix is large). The head holds HUTCHINSON_LOGITS fp32 values a logit for
+# HEAD_CHUNK tokens at a time.
+HUTCHINSON_SAVED = {"hidden": 11.0, "intermediate": 10.0}
+HUTCHINSON_ATTENTION_BYTES = 42.0
+HUTCHINSON_WEIGHT_COPIES = 3
+HUTCHINSON_LOGITS = 7.5
+HEAD_CHUNK = 128  # tokens whose logits sensitivity.probe_row's head holds at once
+DOT_ELEMENTS = 2 ** 22  # elements of each fp32 temporary of its zᵀHz reductions
 # An inference forward (perplexity, lm-eval; no gradient): per token, the largest layer's
 # live values in hidden and intermediate units, and fp32 vocabulary-size values for the
 # logits, their fp32 copy and the log-softmax.
 INFERENCE_SAVED = {"hidden": 6.0, "intermediate": 3.0}
 INFERENCE_LOGITS = 3.0
+LOSS_CHUNK = 128  # positions whose logits evaluate.token_nll holds at once
 
 
 @dataclass(frozen=True)
@@ -228,49 +239,78 @@ def pruning_parts(shape: Shape, nsamples: int, seqlen: int, dtype=torch.float16,
 
 
 def hutchinson_parts(shape: Shape, batch_size: int, seqlen: int, dtype=torch.float32) -> dict:
-    """Bytes on the device at the peak of one Hutchinson probe on one batch (docs/method.md §3)."""
+    """Bytes of one layer-by-layer Hutchinson probe on one batch (docs/method.md §3,
+    sensitivity.probe_row), by what holds them:
+    - `weights`: the whole model;
+    - `boundary`: every decoder layer's input and its tangent, kept from the forward sweep,
+      and the incoming gradient and its tangent (old and new) of the reverse sweep;
+    - `layer_weights_work`: one layer's weight-sized tensors (gradient with graph, z, Hz,
+      the sum of Hz's two parts for the largest matrix) and the fp32 reduction's temporaries;
+    - `layer_activations`, `attention`: one layer's local double backward;
+    - `head`: the final norm, LM head and loss on HEAD_CHUNK tokens at a time.
+    The head runs before the reverse sweep, so the peak (hutchinson_peak) holds the larger of
+    the head and one layer's step, not both."""
     b = _bytes(dtype)
     tokens = batch_size * seqlen
     saved = HUTCHINSON_SAVED
-    per_token_layer = (saved["hidden"] * shape.hidden + saved["intermediate"] * shape.intermediate
-                       + saved["attention"] * shape.heads * seqlen)
+    matrices = shape.matrices()
     return {
         "weights": b * shape.parameters(),
-        "probe_gradient_hz": 3 * b * shape.prunable_parameters(),
-        "activations": int(b * tokens * shape.layers * per_token_layer),
-        "logits": int(4 * HUTCHINSON_LOGITS * tokens * shape.vocab),
+        "boundary": 2 * b * tokens * shape.hidden * shape.layers + 4 * b * tokens * shape.hidden,
+        "layer_weights_work": (HUTCHINSON_WEIGHT_COPIES * b * sum(o * i for o, i in matrices)
+                               + 2 * b * max(o * i for o, i in matrices)
+                               + 3 * 4 * min(DOT_ELEMENTS, max(o * i for o, i in matrices))),
+        "layer_activations": int(b * tokens * (saved["hidden"] * shape.hidden
+                                               + saved["intermediate"] * shape.intermediate)),
+        "attention": int(HUTCHINSON_ATTENTION_BYTES * batch_size * shape.heads * seqlen ** 2),
+        "head": int(4 * HUTCHINSON_LOGITS * batch_size * min(HEAD_CHUNK, max(seqlen - 1, 1))
+                    * shape.vocab),
     }
+
+
+def hutchinson_peak(parts: dict, weights: float | None = None) -> float:
+    """The peak of hutchinson_parts: the weights (or `weights` bytes where only some are
+    held), the boundary values, and the larger of one layer's step and the head."""
+    step = parts["layer_weights_work"] + parts["layer_activations"] + parts["attention"]
+    return (parts["weights"] if weights is None else weights) + parts["boundary"] + \
+        max(step, parts["head"])
 
 
 def hutchinson_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devices: int = 1,
                            probe_batch: int = 1, checkpointing: bool = False,
-                           overhead_bytes: float = 0.0) -> dict:
+                           overhead_bytes: float = 0.0, streamed: bool = False) -> dict:
     """Bytes on the fullest device of one Hutchinson probe whose model is split over
     `devices` GPUs by whole decoder layers (plan.shard_map): ceil(layers/devices) layers'
-    weights, gradient, probe and Hz and activations, plus everything outside the layers
-    (embeddings, LM head, logits) counted on that same device, which errs high.
-    `checkpointing` keeps CHECKPOINTING_KEEPS of the activations."""
+    weights plus everything outside the layers (embeddings, LM head) counted on that same
+    device, which errs high, and the boundary values and one layer's step (hutchinson_peak).
+    `streamed`: the weights stay in host RAM and one decoder layer at a time is on the one
+    device (with what is outside the layers); `host` is then the model's bytes.
+    `checkpointing` changes nothing (one layer's graph is all the probe holds; kept for
+    callers)."""
     parts = hutchinson_parts(shape, probe_batch, seqlen, dtype)
     b = _bytes(dtype)
-    keep = CHECKPOINTING_KEEPS if checkpointing else 1.0
-    per_layer = (b * shape.layer_parameters() + parts["probe_gradient_hz"] / shape.layers
-                 + keep * parts["activations"] / shape.layers)
-    outside = b * shape.embedding_parameters() + parts["logits"]
-    layers_here = -(-shape.layers // devices)
-    peak = layers_here * per_layer + outside + overhead_bytes
-    return {"peak": peak, "devices": devices, "layers_per_device": layers_here,
-            "checkpointing": checkpointing, "total": sum(parts.values()), "parts": parts}
+    layers_here = 1 if streamed else -(-shape.layers // devices)
+    weights = b * (layers_here * shape.layer_parameters() + shape.embedding_parameters())
+    peak = hutchinson_peak(parts, weights) + overhead_bytes
+    return {"peak": peak, "devices": 1 if streamed else devices, "layers_per_device": layers_here,
+            "checkpointing": False, "streamed": streamed,
+            "host": parts["weights"] if streamed else 0, "total": hutchinson_peak(parts),
+            "parts": parts}
 
 
-def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: int = 1) -> dict:
-    """Bytes of a forward without gradient (perplexity, lm-eval) on one batch of windows."""
+def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: int = 1,
+                    loss_chunk: int | None = None) -> dict:
+    """Bytes of a forward without gradient on one batch of windows: lm-eval's, whose logits
+    cover every position, or with `loss_chunk` (LOSS_CHUNK) perplexity's, whose LM head and
+    loss run that many positions at a time (evaluate.token_nll)."""
     b = _bytes(dtype)
     tokens = batch_size * seqlen
+    logit_tokens = batch_size * min(seqlen, loss_chunk) if loss_chunk else tokens
     saved = INFERENCE_SAVED
     return {"weights": b * shape.parameters(),
             "activations": int(b * tokens * (saved["hidden"] * shape.hidden
                                              + saved["intermediate"] * shape.intermediate)),
-            "logits": int(4 * INFERENCE_LOGITS * tokens * shape.vocab)}
+            "logits": int(4 * INFERENCE_LOGITS * logit_tokens * shape.vocab)}
 
 
 def inference_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devices: int = 1,
@@ -313,7 +353,7 @@ def estimate_memory(config, nsamples: int = 128, seqlen: int = 2048, device_byte
         placement, peak = "does not fit", offloaded
     host = b * shape.parameters() + (parts["activations"] if placement == "offload" else 0)
     hparts = hutchinson_parts(shape, probe_batch, seqlen, dtype)
-    hpeak = sum(hparts.values()) + overhead_bytes
+    hpeak = hutchinson_peak(hparts) + overhead_bytes
     # sharded over k devices (accelerate device_map="auto"): each holds ~1/k of the total
     min_devices = -(-int(hpeak) // int(max(device_bytes - overhead_bytes, 1)))
     return {
@@ -359,10 +399,37 @@ def paper_table(device_gib=(80, 24), nsamples: int = 128, seqlen: int = 2048,
 
 # ---- time: FLOP counts against an assumed GPU (a projection, not a measurement) ----
 
-# An A100-80GB as assumed by benchmarks/scaling.py: peak rates, the fraction of them reached,
-# and the fixed cost of one step of the solver's column loop (a few small kernels).
-A100 = {"name": "A100-80GB", "bytes": 80e9, "fp16_flops": 312e12, "fp32_flops": 19.5e12,
-        "utilization": 0.5, "column_step_seconds": 40e-6}
+@dataclass(frozen=True)
+class GPU:
+    """One GPU kind: usable memory (about what torch reports as total_memory), whether it
+    computes in bf16 (compute capability ≥ 8), and its nominal dense peak rates."""
+
+    name: str
+    memory: float  # bytes
+    bf16: bool
+    flops16: float  # fp16/bf16 tensor cores, dense, FLOP/s
+    flops32: float  # fp32 without TF32 (the Hessians and the solver), FLOP/s
+
+
+def _gpu(name, gib, bf16, tflops16, tflops32):
+    return GPU(name, gib * GIB, bf16, tflops16 * 1e12, tflops32 * 1e12)
+
+
+# The GPU kinds plans know (samrepro.plan): nominal figures from the vendors' data sheets
+# (SXM parts where there are two).
+GPUS: dict[str, GPU] = {g.name: g for g in (
+    _gpu("A100-80GB", 79.2, True, 312, 19.5), _gpu("A100-40GB", 39.4, True, 312, 19.5),
+    _gpu("H100-80GB", 79.1, True, 989, 67), _gpu("H200-141GB", 139.8, True, 989, 67),
+    _gpu("L40S-48GB", 44.4, True, 362, 91.6), _gpu("A6000-48GB", 47.5, True, 155, 38.7),
+    _gpu("A10-24GB", 22.1, True, 125, 31.2), _gpu("L4-24GB", 22.0, True, 121, 30.3),
+    _gpu("RTX4090-24GB", 23.6, True, 165, 82.6), _gpu("RTX3090-24GB", 23.6, True, 71, 35.6),
+    _gpu("V100-32GB", 31.7, False, 125, 15.7), _gpu("V100-16GB", 15.8, False, 125, 15.7),
+    _gpu("T4-16GB", 14.6, False, 65, 8.1),
+)}
+A100 = GPUS["A100-80GB"]  # the GPU that estimate_time and benchmarks/scaling.py assume
+UTILIZATION = 0.5  # assumed fraction of the peak rate reached (benchmarks/scaling.py)
+COLUMN_STEP_SECONDS = 40e-6  # per solver column on a GPU: a few small kernels
+HOST_TO_DEVICE = 20e9  # bytes/s host RAM → GPU (PCIe 4.0 ×16, effective): streamed weights
 
 
 def prune_flops(shape: Shape, tokens: int, seqlen: int) -> dict:
@@ -384,22 +451,21 @@ def forward_flops(shape: Shape, tokens: int, seqlen: int) -> float:
     return shape.layers * per_layer + 2 * shape.vocab * shape.embedding_dim * tokens  # the LM head
 
 
-def estimate_time(config, nsamples: int = 128, seqlen: int = 2048, gpu: dict = A100,
+def estimate_time(config, nsamples: int = 128, seqlen: int = 2048, gpu: GPU = A100,
                   probe_forwards: float = 9.3) -> dict:
     """Projected seconds of pruning and of one Hutchinson probe (1 × seqlen) on `gpu`.
 
     Forwards run at the fp16 rate, Hessians and the solver at the fp32 rate, both at
-    `gpu["utilization"]` of peak, plus `column_step_seconds` per solver column. A probe costs
+    UTILIZATION of peak, plus COLUMN_STEP_SECONDS per solver column. A probe costs
     `probe_forwards` forwards of one window (a double backward; measured on the CPU by
     benchmarks/scaling.py, `rates.probe_in_forwards` in results/embedded/scaling.json).
     A projection from assumed rates: never measured on a GPU.
     """
     shape = shape_of(config)
     f = prune_flops(shape, nsamples * seqlen, seqlen)
-    r16 = gpu["fp16_flops"] * gpu["utilization"]
-    r32 = gpu["fp32_flops"] * gpu["utilization"]
+    r16, r32 = gpu.flops16 * UTILIZATION, gpu.flops32 * UTILIZATION
     pruning = (f["forward"] / r16 + (f["hessian"] + f["solver"]) / r32
-               + f["columns"] * gpu["column_step_seconds"])
+               + f["columns"] * COLUMN_STEP_SECONDS)
     probe = probe_forwards * forward_flops(shape, seqlen, seqlen) / r16
     return {"pruning_seconds": pruning, "probe_seconds": probe, "pruning_flops": f,
             "gpu": gpu, "probe_forwards": probe_forwards}

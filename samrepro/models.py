@@ -414,3 +414,47 @@ def layer_checkpointing(model: nn.Module, enabled: bool = True):
     finally:
         for layer in layers:
             del layer.forward  # back to the class's forward
+
+
+STREAM_ATTRIBUTE = "samrepro_stream_device"
+
+
+@contextlib.contextmanager
+def streaming(model: nn.Module, device):
+    """Within the block, probe_row streams `model`'s decoder layers to `device` one at a
+    time (each is moved there while it is used and back afterwards) while the rest of the
+    model (embeddings, final norm, LM head) is on `device`: a model larger than the GPU whose
+    layers are in host RAM (samrepro.plan's "weights streamed from host RAM")."""
+    parent_name, attr = architecture(model).layers.rsplit(".", 1)
+    parent = model.get_submodule(parent_name)
+    layers = getattr(parent, attr)
+    home = next(model.parameters()).device
+    setattr(parent, attr, nn.ModuleList())  # move all but the layers
+    try:
+        model.to(device)
+    finally:
+        setattr(parent, attr, layers)
+    setattr(model, STREAM_ATTRIBUTE, torch.device(device))
+    try:
+        yield model
+    finally:
+        delattr(model, STREAM_ATTRIBUTE)
+        setattr(parent, attr, nn.ModuleList())
+        try:
+            model.to(home)
+        finally:
+            setattr(parent, attr, layers)
+
+
+@contextlib.contextmanager
+def visiting(layer: nn.Module, device):
+    """`layer` on `device` within the block (streaming), else where it is."""
+    if device is None:
+        yield layer
+        return
+    home = next(layer.parameters()).device
+    layer.to(device)
+    try:
+        yield layer
+    finally:
+        layer.to(home)

@@ -7,8 +7,9 @@ embedded and tiny models) on a machine (the GPUs torch sees, or ones named like
 - calibration forwards and Hessians + solver (the layer-by-layer pass, METHOD.md §1): one
   GPU holding one decoder layer, the calibration activations on it ("device") or on the CPU
   ("offload");
-- Hutchinson (§3): the whole model with its gradient graph on one GPU, split by whole
-  decoder layers over several (accelerate device_map, `placed`), or the CPU;
+- Hutchinson (§3, layer by layer): the whole model on one GPU, or its decoder layers
+  streamed to one GPU from host RAM, or split by whole layers over several (accelerate
+  device_map, `placed`), or the CPU;
 - perplexity and lm-eval (§6): the whole model, on one GPU or split over several;
 
 its placement, its peak memory on the fullest device (samrepro.memory, which tests check
@@ -35,40 +36,13 @@ from torch import nn
 
 from . import memory
 from .errors import UserError
-from .memory import GIB, shape_of
+from .hardware import DTYPES, cpu_has_bf16
+from .memory import COLUMN_STEP_SECONDS, GIB, GPU, GPUS, UTILIZATION, shape_of
 
 # ---- the machine --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GPU:
-    """One GPU kind: usable memory (about what torch reports as total_memory), whether it
-    computes in bf16 (compute capability ≥ 8), and its nominal dense peak rates."""
-
-    name: str
-    memory: float  # bytes
-    bf16: bool
-    flops16: float  # fp16/bf16 tensor cores, dense, FLOP/s
-    flops32: float  # fp32 without TF32 (the Hessians and the solver), FLOP/s
-
-
-def _gpu(name, gib, bf16, tflops16, tflops32):
-    return GPU(name, gib * GIB, bf16, tflops16 * 1e12, tflops32 * 1e12)
-
-
-# Nominal figures from the vendors' data sheets (SXM parts where there are two).
-GPUS: dict[str, GPU] = {g.name: g for g in (
-    _gpu("A100-80GB", 79.2, True, 312, 19.5), _gpu("A100-40GB", 39.4, True, 312, 19.5),
-    _gpu("H100-80GB", 79.1, True, 989, 67), _gpu("H200-141GB", 139.8, True, 989, 67),
-    _gpu("L40S-48GB", 44.4, True, 362, 91.6), _gpu("A6000-48GB", 47.5, True, 155, 38.7),
-    _gpu("A10-24GB", 22.1, True, 125, 31.2), _gpu("L4-24GB", 22.0, True, 121, 30.3),
-    _gpu("RTX4090-24GB", 23.6, True, 165, 82.6), _gpu("RTX3090-24GB", 23.6, True, 71, 35.6),
-    _gpu("V100-32GB", 31.7, False, 125, 15.7), _gpu("V100-16GB", 15.8, False, 125, 15.7),
-    _gpu("T4-16GB", 14.6, False, 65, 8.1),
-)}
 CUDA_OVERHEAD = 1.5 * GIB  # CUDA context, cuBLAS workspace, allocator slack (memory.py)
-UTILIZATION = 0.5  # assumed fraction of the peak rate reached (benchmarks/scaling.py)
-COLUMN_STEP_SECONDS = 40e-6  # per solver column on a GPU (benchmarks/scaling.py)
 PROBE_FORWARDS = 9.3  # a Hutchinson probe costs this many forwards (results/embedded/scaling.md)
 CPU_FLOPS = 36.5e9  # effective FP32 rate of this project's 2-core CPU (scaling.md)
 
@@ -151,19 +125,6 @@ def this_machine(device=None) -> Machine:
     return Machine(gpus, host_memory())
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def resolve_dtype(dtype, machine: Machine) -> torch.dtype:
     """'auto' (or None): bf16 on GPUs that have it, fp16 on older GPUs; on the CPU bf16
     where it has AVX512-BF16/AMX, else fp32. A name or a torch dtype is kept."""
@@ -173,9 +134,9 @@ def resolve_dtype(dtype, machine: Machine) -> torch.dtype:
         if machine.gpus:
             return torch.bfloat16 if all(g.bf16 for g in machine.gpus) else torch.float16
         return torch.bfloat16 if cpu_has_bf16() else torch.float32
-    if dtype not in DTYPE_NAMES:
-        raise UserError(f"unknown dtype {dtype!r}: auto, {', '.join(DTYPE_NAMES)}")
-    return DTYPE_NAMES[dtype]
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}: auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
 
 
 # ---- the model ----------------------------------------------------------------------------
@@ -315,15 +276,25 @@ def _placement(n: int) -> str:
 
 def hutchinson_devices(shape, seqlen: int, dtype, machine: Machine,
                        probe_batch: int = 1) -> tuple[int, bool, dict] | None:
-    """(GPUs, checkpointing, memory.hutchinson_device_peak) of the fewest of the machine's GPUs
-    that hold one probe (checkpointing only where it saves a GPU), or None if none do."""
+    """(GPUs, streamed, memory.hutchinson_device_peak) of the cheapest placement of one probe
+    on the machine's GPUs, or None if none holds it: the whole model on one GPU; else one GPU
+    with the weights streamed from host RAM one decoder layer at a time (if the host holds
+    them); else the fewest GPUs that hold it split by whole layers."""
     usable = min(g.memory for g in machine.gpus)
-    for n in range(1, len(machine.gpus) + 1):
-        for ckpt in (False, True):
-            e = memory.hutchinson_device_peak(shape, seqlen, dtype, n, probe_batch, ckpt,
-                                              CUDA_OVERHEAD)
-            if e["peak"] <= usable:
-                return n, ckpt, e
+    one = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, probe_batch,
+                                        overhead_bytes=CUDA_OVERHEAD)
+    if one["peak"] <= usable:
+        return 1, False, one
+    streamed = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, probe_batch,
+                                             overhead_bytes=CUDA_OVERHEAD, streamed=True)
+    if streamed["peak"] <= usable and (machine.host_bytes is None
+                                       or streamed["host"] <= machine.host_bytes):
+        return 1, True, streamed
+    for n in range(2, len(machine.gpus) + 1):
+        e = memory.hutchinson_device_peak(shape, seqlen, dtype, n, probe_batch,
+                                          overhead_bytes=CUDA_OVERHEAD)
+        if e["peak"] <= usable:
+            return n, False, e
     return None
 
 
@@ -388,18 +359,23 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
         if on_gpu:
             found = hutchinson_devices(shape, seqlen, dtype, machine)
             if found:
-                n, ckpt, e = found
-                where = _placement(n) + (", layer checkpointing" if ckpt else "")
+                n, streamed, e = found
+                where = _placement(n)
+                if streamed:
+                    where += f", weights streamed from {_gib(e['host'])} of host RAM"
+                    seconds += probes * 2 * e["host"] / memory.HOST_TO_DEVICE  # 2 sweeps a probe
                 note = ""
                 if len(machine.gpus) >= 2 * n:
                     procs = len(machine.gpus) // n
                     note = (f"{procs}× faster with torchrun --nproc-per-node {procs} -m "
                             f"samrepro.distributed --gpus-per-process {n} (same numbers)")
                 plan.steps.append(Step(name, where, n, e["peak"], seconds, True, note))
+                if streamed:
+                    plan.host_peak = max(plan.host_peak, e["host"])
             else:
                 need = _min_devices(lambda k: memory.hutchinson_device_peak(
-                    shape, seqlen, dtype, k, 1, False, CUDA_OVERHEAD)["peak"], usable)
-                one = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, 1, False, 0)
+                    shape, seqlen, dtype, k, 1, overhead_bytes=CUDA_OVERHEAD)["peak"], usable)
+                one = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, 1)
                 plan.steps.append(Step(
                     name, "does not fit", need or 0, one["peak"], seconds, False,
                     f"needs {need} GPUs of {_gib(usable)} ({_gib(one['total'])} for one probe "
@@ -408,7 +384,7 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
                     f"then the notebook with the same settings (it reads the estimate from the "
                     f"cache)"))
         else:
-            e = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, 1, False, 0)
+            e = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, 1)
             fits = e["peak"] <= usable
             plan.steps.append(Step(name, "CPU", 0, e["peak"], seconds, fits,
                                    "" if fits else f"needs {_gib(e['peak'])} of RAM on the CPU; "
@@ -528,7 +504,8 @@ def show(settings: dict, machine: Machine | None = None, lm_eval: bool | None = 
 
 def hutchinson_placement(model: nn.Module, seqlen: int, device, machine: Machine | None = None,
                          probe_batch: int = 1) -> dict:
-    """Where the Hutchinson estimate of `model` runs: {"devices": [...], "checkpointing"}, by
+    """Where the Hutchinson estimate of `model` runs: {"devices": [...], "checkpointing",
+    "stream"} (stream: the decoder layers stay in host RAM and visit the one GPU in turn), by
     the same rule as plan_model's Hutchinson step; a UserError with the fix if it cannot."""
     device = torch.device(device)
     machine = machine or this_machine(device)
@@ -538,7 +515,7 @@ def hutchinson_placement(model: nn.Module, seqlen: int, device, machine: Machine
         return {"devices": [str(device)], "checkpointing": False}
     dtype = next(model.parameters()).dtype
     if device.type != "cuda":
-        e = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, probe_batch, False, 0)
+        e = memory.hutchinson_device_peak(shape, seqlen, dtype, 1, probe_batch)
         if machine.host_bytes is not None and e["peak"] > machine.host_bytes:
             raise UserError(f"the Hutchinson estimate needs {_gib(e['peak'])} of RAM on the CPU "
                             f"({machine.host_bytes / GIB:.0f} GiB here): run it on GPUs "
@@ -550,14 +527,15 @@ def hutchinson_placement(model: nn.Module, seqlen: int, device, machine: Machine
     if found is None:
         usable = min(g.memory for g in machine.gpus)
         need = _min_devices(lambda k: memory.hutchinson_device_peak(
-            shape, seqlen, dtype, k, probe_batch, False, CUDA_OVERHEAD)["peak"], usable)
+            shape, seqlen, dtype, k, probe_batch, overhead_bytes=CUDA_OVERHEAD)["peak"], usable)
         raise UserError(f"the Hutchinson estimate needs {need} GPUs of {_gib(usable)}; "
                         f"{len(machine.gpus)} visible: run on {need} GPUs, or run "
                         "samrepro.distributed under torchrun where they are and then this "
                         "with the same settings (it reads the estimate from the cache)")
-    n, ckpt, _ = found
+    n, streamed, _ = found
     first = device.index or 0
-    return {"devices": [f"cuda:{first + i}" for i in range(n)], "checkpointing": ckpt}
+    return {"devices": [f"cuda:{first + i}" for i in range(n)], "checkpointing": False,
+            "stream": streamed}
 
 
 # Modules outside the decoder layers that run after them although some models register them
@@ -628,13 +606,18 @@ def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
 @contextlib.contextmanager
 def placed(model: nn.Module, placement: dict):
     """Within the block `model` is where `placement` says ({"devices": [...],
-    "checkpointing": bool}): on its one device, or split over several by shard_map with
-    accelerate's hooks; afterwards it is back where it was, hooks removed."""
-    from .models import layer_checkpointing
+    "checkpointing": bool, "stream": bool}): on its one device, its decoder layers streamed
+    to it from where they are (models.streaming), or split over several by shard_map
+    with accelerate's hooks; afterwards it is back where it was, hooks removed."""
+    from .models import layer_checkpointing, streaming
 
     devices = placement["devices"]
     home = next(model.parameters()).device
     sharded = len(devices) > 1
+    if placement.get("stream"):
+        with streaming(model, devices[0]):
+            yield model
+        return
     if sharded:
         from accelerate import dispatch_model
 

@@ -3,10 +3,12 @@
 sen_W = Tr(∇²_W L)/n_W, L the model's cross-entropy on calibration windows.
 
 - `hutchinson`: Tr(H) ≈ mean over probes z of zᵀHz (paper: Gaussian z; authors' code:
-  Rademacher), with Hz from a double backward through the whole model. One probe gives an
-  estimate for every matrix at once (independent z per matrix block). Each estimate comes
-  with its standard error over probe-windows; it stops when the relative standard error of
-  90% of the matrices is within `rel_tol`, or at `max_probes`. The same loop runs in one
+  Rademacher), with Hz taken layer by layer (probe_row: a forward sweep carrying the
+  probe's tangent, then one decoder layer's local double backward at a time; the same
+  numbers as a double backward through the whole model in a fraction of its memory). One
+  probe gives an estimate for every matrix at once (independent z per matrix block). Each
+  estimate comes with its standard error over probe-windows; it stops when the relative
+  standard error of 90% of the matrices is within `rel_tol`, or at `max_probes`. The same loop runs in one
   process or split over many (samrepro.distributed under torchrun) with the same numbers.
 - `fisher`: the empirical Fisher trace, mean over windows of the squared gradient (one
   backward per window, no double backward).
@@ -26,9 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import UserError
-from .models import layer_checkpointing, layer_of, prunable_linears
-
-ESTIMATORS = ("hutchinson", "fisher", "xxt")
+# the tokens whose fp32 logits the head holds at once; the elements of each fp32 temporary
+# of a zᵀHz reduction (memory counts both)
+from .memory import DOT_ELEMENTS, HEAD_CHUNK
+from .models import (STREAM_ATTRIBUTE, architecture, decoder_layers, layer_checkpointing,
+                     layer_of, prunable_linears, visiting)
 
 
 class _OnlyWeightsTrainable:
@@ -98,23 +102,168 @@ def draw_probe(seed: int, probe: int, matrix: int, like: torch.Tensor,
     return (z.sign() if distribution == "rademacher" else z).to(like.dtype)
 
 
-def _dot32(z: torch.Tensor, h: torch.Tensor, rows: int = 4096) -> torch.Tensor:
-    """Σ z·h accumulated in fp32 (a few thousand rows at a time: bounded extra memory)."""
+def _dot32(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Σ z·h accumulated in fp32 (a few rows at a time: bounded extra memory)."""
     total = torch.zeros((), dtype=torch.float32, device=h.device)
     z2, h2 = z.reshape(z.shape[0], -1), h.reshape(h.shape[0], -1)
+    rows = max(1, DOT_ELEMENTS // z2.shape[1])
     for i in range(0, z2.shape[0], rows):
         total += (z2[i:i + rows].float() * h2[i:i + rows].float()).sum()
     return total
 
 
+class _Stop(Exception):
+    pass
+
+
+def _layer_inputs(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, tuple, dict]:
+    """(hidden states, other args, keyword args) that the first decoder layer receives for
+    `ids`, exactly as the installed transformers passes them (mask, positions, rotary ...)."""
+    seen = {}
+
+    def catch(_module, args, kwargs):
+        seen["call"] = (args, kwargs)
+        raise _Stop
+
+    hook = decoder_layers(model)[0].register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids.to(_input_device(model)), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        hook.remove()
+    args, kwargs = seen["call"]
+    if args:
+        return args[0], args[1:], kwargs
+    kwargs = dict(kwargs)
+    return kwargs.pop("hidden_states"), (), kwargs
+
+
+def _hidden(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class _Inject(nn.Module):
+    """Stands in for all the decoder layers: returns the given hidden states, so the model's
+    own forward computes the head (final norm, LM head, loss) on them."""
+
+    def __init__(self, hidden: torch.Tensor, like: nn.Module, as_tuple: bool):
+        super().__init__()
+        self.hidden, self.as_tuple = hidden, as_tuple
+        for attribute in ("attention_type", "layer_idx"):  # some models read these
+            if hasattr(like, attribute):
+                setattr(self, attribute, getattr(like, attribute))
+
+    def forward(self, *_args, **_kwargs):
+        return (self.hidden,) if self.as_tuple else self.hidden
+
+
+def _head(model: nn.Module, ids: torch.Tensor, hidden: torch.Tensor, tangent: torch.Tensor,
+          as_tuple: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, ġ): the gradient of the loss (times `scale`) with respect to the last decoder
+    layer's output `hidden`, and its tangent along `tangent` (∇²L·tangent). The head (final
+    norm, LM head, cross-entropy) acts on each token alone, so this runs a few tokens at a
+    time: the model's own forward on them, the decoder layers replaced by `hidden`, and the
+    mean cross-entropy over all the batch's predicted tokens as the model computes it."""
+    parent_name, attr = architecture(model).layers.rsplit(".", 1)
+    parent = model.get_submodule(parent_name)
+    layers = getattr(parent, attr)
+    batch, length = ids.shape
+    count = batch * (length - 1)  # the last token predicts nothing: its g and ġ are 0
+    g, dg = torch.zeros_like(hidden), torch.zeros_like(hidden)
+    try:
+        for a in range(0, length - 1, HEAD_CHUNK):
+            b = min(a + HEAD_CHUNK, length - 1)
+            h = hidden[:, a:b].detach().requires_grad_(True)
+            setattr(parent, attr, nn.ModuleList([_Inject(h, layers[-1], as_tuple)]))
+            logits = model(input_ids=ids[:, a:b].to(_input_device(model)), use_cache=False).logits
+            targets = ids[:, a + 1:b + 1].reshape(-1).to(logits.device)
+            loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                               targets, reduction="sum") * (scale / count)
+            (ga,) = torch.autograd.grad(loss, h, create_graph=True)
+            (dga,) = torch.autograd.grad(ga, h, grad_outputs=tangent[:, a:b].to(h.device))
+            g[:, a:b], dg[:, a:b] = ga.detach(), dga
+            del logits, loss, ga, dga
+    finally:
+        setattr(parent, attr, layers)
+    return g, dg
+
+
 def probe_row(model: nn.Module, params: list, batch: torch.Tensor, draw,
               loss_scale: float = 1.0) -> torch.Tensor:
-    """One Hutchinson sample per matrix, zᵀHz/n_W, on one batch (a double backward).
+    """One Hutchinson sample per matrix, zᵀHz/n_W, on one batch, layer by layer
+    (docs/method.md §3): the same numbers as a double backward through the whole model,
+    holding one decoder layer's graph at a time.
 
-    draw(i, p) gives the probe z of matrix i (parameter p), drawn after the first backward.
+    With h_l the input of decoder layer l (h_{l+1} = f_l(h_l, W_l)) and g_l = ∂L/∂h_l:
+    1. forward sweep: h_{l+1} and its tangent ḣ_{l+1} = J_h ḣ_l + J_W z_l (forward-mode AD,
+       z on the prunable weights, ḣ_0 = 0), keeping only every h_l and ḣ_l;
+    2. the head (final norm, LM head, loss) gives g_L = ∇L(h_L) and ġ_L = ∇²L(h_L) ḣ_L;
+    3. reverse sweep: layer l is recomputed with its graph; with φ = ⟨f_l(h_l, W_l), g_{l+1}⟩,
+       the tangent of (g_l, ∇_{W_l}L) is ∇²φ·(ḣ_l, z_l) + J_{(h,W)}ᵀ ġ_{l+1}, one local double
+       backward; its W part is (Hz)_{W_l}, reduced at once to zᵀHz.
+    draw(i, p) gives the probe z of matrix i (parameter p), drawn again where it is needed.
     `loss_scale` S multiplies the loss before differentiating (so the gradients and Hz are
     S times larger: fp16 keeps them above its underflow) and divides the fp32 sums back.
     """
+    from torch.func import functional_call, jvp
+
+    layers = decoder_layers(model)
+    per_layer = len(architecture(model).linears)
+    names = list(architecture(model).linears)
+    keys = [n + ".weight" for n in names]
+    weights = [[layer.get_submodule(n).weight for n in names] for layer in layers]
+
+    def probes(l):
+        return [draw(l * per_layer + j, p) for j, p in enumerate(weights[l])]
+
+    stream = getattr(model, STREAM_ATTRIBUTE, None)
+    h, args, kwargs = _layer_inputs(model, batch)
+    inputs, tangents, as_tuple = [], [], []
+    t = torch.zeros_like(h)
+    with torch.no_grad():  # 1. forward sweep
+        for l, layer in enumerate(layers):
+            inputs.append(h)
+            tangents.append(t)
+
+            def f(x, ws, layer=layer):
+                out = functional_call(layer, dict(zip(keys, ws)), (x, *args), kwargs)
+                as_tuple[:] = [isinstance(out, (tuple, list))]
+                return _hidden(out)
+
+            with visiting(layer, stream):
+                h, t = jvp(f, (h, weights[l]), (t.to(h.device), probes(l)))
+    # 2. the head
+    g, dg = _head(model, batch, h, t, as_tuple[0], loss_scale)
+    del h, t
+    # 3. reverse sweep
+    row = [None] * (len(layers) * per_layer)
+    for l in reversed(range(len(layers))):
+        x = inputs.pop().detach()
+        dx = tangents.pop()
+        inner = l > 0  # layer 0's input carries no tangent and needs no gradient
+        if inner:
+            x.requires_grad_(True)
+        ins = ([x] if inner else []) + weights[l]
+        with visiting(layers[l], stream):
+            y = _hidden(layers[l](x, *args, **kwargs))
+            grads = torch.autograd.grad(y, ins, grad_outputs=g.to(y.device), create_graph=True)
+            z = probes(l)
+            outs = torch.autograd.grad(list(grads) + [y], ins, grad_outputs=(
+                [dx] if inner else []) + z + [dg.to(y.device)])
+            if inner:
+                g, dg = grads[0].detach(), outs[0]
+            for j, (zj, hz) in enumerate(zip(z, outs[-per_layer:])):
+                row[l * per_layer + j] = (_dot32(zj, hz) / (zj.numel() * loss_scale)).double().cpu()
+            del y, grads, outs, z
+    return torch.stack(row)
+
+
+def probe_row_whole_model(model: nn.Module, params: list, batch: torch.Tensor, draw,
+                          loss_scale: float = 1.0) -> torch.Tensor:
+    """The reference for probe_row (tests and benchmarks/memory.py only): the same samples
+    from one double backward through the whole model, whose graph it holds at once."""
     loss = _loss(model, batch)
     if loss_scale != 1.0:
         loss = loss * loss_scale
@@ -195,9 +344,12 @@ def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
     Precision: the Hessian-vector products run in the weights' dtype (bf16 on GPUs that have
     it, see samrepro.plan) and every zᵀHz is summed in fp32 (samples kept in fp64); fp16
     weights get a dynamic loss scale (`loss_scale="auto"`), else their products underflow.
-    `checkpointing` recomputes decoder layers in the backward (layer_checkpointing).
-    The model may be spread over several GPUs (plan.placed, accelerate): z is drawn on
-    each weight's device.
+    `checkpointing` also recomputes each decoder layer within its own local double backward
+    (layer_checkpointing); probe_row already holds one layer's graph at a time, so it saves
+    little (kept for the placements that ask for it).
+    The model may be spread over several GPUs (plan.placed, accelerate), or its decoder
+    layers streamed to one from host RAM (`streaming`): z is drawn on each weight's device
+    when it is used.
 
     Returns {"matrices": {name: {"trace", "stderr"}}, "probes", "rel_stderr_q90", "seconds",
     "distribution", "world_size", "precision"} (and "samples", probes × matrices, with

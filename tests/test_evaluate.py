@@ -8,8 +8,12 @@ from samrepro.evaluate import perplexity
 from samrepro.models import tiny_model
 
 
+@pytest.mark.parametrize("loss_chunk", [128, 4])  # the LM head and loss in one or 4 pieces
 @pytest.mark.parametrize("family", ["llama", "opt"])
-def test_perplexity_is_exp_of_mean_token_nll(family):
+def test_perplexity_is_exp_of_mean_token_nll(family, loss_chunk, monkeypatch):
+    from samrepro import evaluate
+
+    monkeypatch.setattr(evaluate, "LOSS_CHUNK", loss_chunk)
     model = tiny_model(family, vocab_size=97, seed=1)
     ids = torch.randint(0, 97, (3 * 16 + 5,), generator=torch.Generator().manual_seed(2))
     got = perplexity(model, ids, seqlen=16, progress=False, batch_size=2)

@@ -53,7 +53,7 @@ def test_placement_follows_the_device_size():
 MEASURE = r"""
 import json, sys, torch
 torch.set_num_threads(1)
-from samrepro.memory import estimate_memory, measure_peak
+from samrepro.memory import estimate_memory, hutchinson_peak, measure_peak
 from samrepro.models import load_model, prunable_linears
 from samrepro.pipeline import prune_model
 from samrepro.sensitivity import hutchinson
@@ -77,13 +77,16 @@ for name, layers, what, n, s, b in json.loads(sys.argv[1]):
     e = estimate_memory(model.config, n, s, 1e12, torch.float32, batch_size=b, probe_batch=b,
                         overhead_bytes=0)
     if what == "perplexity":
-        from samrepro.memory import inference_parts, shape_of
-        part = {"parts": inference_parts(shape_of(model.config), s, torch.float32, b)}
+        from samrepro.memory import LOSS_CHUNK, inference_parts, shape_of
+        part = {"parts": inference_parts(shape_of(model.config), s, torch.float32, b,
+                                         loss_chunk=LOSS_CHUNK)}
     else:
         part = e["pruning"] if what == "prune" else e["hutchinson"]
     weights = part["parts"].get("layer_weights", 0) + part["parts"].get("weights", 0)
+    total = (hutchinson_peak(part["parts"]) if what == "hutchinson"
+             else sum(part["parts"].values()))
     out.append({"case": [name, layers, what, n, s, b], "measured": peak,
-                "predicted": sum(part["parts"].values()) - weights})  # the model was resident
+                "predicted": total - weights})  # the model was resident
 print(json.dumps(out))
 """
 

@@ -14,17 +14,19 @@ from samrepro.memory import GIB, shape_of
 
 A100 = plan.Machine(plan.parse_gpus("1xA100-80GB"))
 EIGHT = plan.Machine(plan.parse_gpus("8xA100-80GB"))
-# What the issue asks to hold, read off the memory model by hand (one 2048-token probe at
-# bf16: LLaMA-7B ~106 GiB, 13B ~185 GiB, 70B ~820 GiB; 80 GB GPUs hold 79.2 GiB less 1.5):
+# What the issues ask to hold (issue 32): one layer-by-layer 2048-token probe at bf16 holds
+# the weights plus ~9 GiB (LLaMA-7B ~22 GiB, 13B ~37 GiB), so 7B and 13B fit one 80 GB GPU
+# (79.2 GiB less 1.5); 70B's weights (128 GiB) do not, its probe does with the layers
+# streamed from host RAM; its evaluation needs 2 GPUs.
 EXPECTED = {  # hub id: (verdict on 1×80 GB, verdict on 8×80 GB)
     "facebook/opt-125m": ("fits on 1 GPU", "fits on 1 GPU"),
     "facebook/opt-350m": ("fits on 1 GPU", "fits on 1 GPU"),
     "facebook/opt-1.3b": ("fits on 1 GPU", "fits on 1 GPU"),
-    "huggyllama/llama-7b": ("does not fit", "needs 2 GPUs"),
-    "huggyllama/llama-13b": ("does not fit", "needs 3 GPUs"),
-    "meta-llama/Llama-2-7b-hf": ("does not fit", "needs 2 GPUs"),
-    "meta-llama/Llama-2-13b-hf": ("does not fit", "needs 3 GPUs"),
-    "meta-llama/Llama-2-70b-hf": ("does not fit", "does not fit"),
+    "huggyllama/llama-7b": ("fits on 1 GPU", "fits on 1 GPU"),
+    "huggyllama/llama-13b": ("fits on 1 GPU", "fits on 1 GPU"),
+    "meta-llama/Llama-2-7b-hf": ("fits on 1 GPU", "fits on 1 GPU"),
+    "meta-llama/Llama-2-13b-hf": ("fits on 1 GPU", "fits on 1 GPU"),
+    "meta-llama/Llama-2-70b-hf": ("does not fit", "needs 2 GPUs"),
 }
 
 
@@ -60,8 +62,13 @@ def test_verdicts_on_one_and_eight_80gb_gpus(hub_id, tmp_path):
     e = memory.estimate_memory(hub_id, 128, 2048, usable, torch.bfloat16,
                                overhead_bytes=plan.CUDA_OVERHEAD)
     hutch = eight.step("Hutchinson")
-    assert (hutch.devices == 1) == (e["hutchinson"]["peak"] <= usable)
-    if hutch.fits:  # never fewer GPUs than the probe's bytes need, and each holds its share
+    streamed = "streamed" in hutch.placement
+    assert (hutch.devices == 1 and not streamed) == (e["hutchinson"]["peak"] <= usable)
+    if streamed:  # the weights stay in host RAM: the GPU holds one layer of them at a time
+        weights = shape_of(hub_id).parameters() * 2
+        assert hutch.devices == 1 and hutch.peak < e["hutchinson"]["peak"] - 0.9 * weights
+        assert f"{weights / GIB:.1f} GiB of host RAM" in hutch.placement
+    elif hutch.fits:  # never fewer GPUs than the probe's bytes need, and each holds its share
         assert hutch.devices >= e["hutchinson"]["min_devices"] and hutch.peak <= usable
     assert one.step("Hessians and solver").placement.startswith("1 GPU")
     for p in (one, eight):
@@ -71,13 +78,14 @@ def test_verdicts_on_one_and_eight_80gb_gpus(hub_id, tmp_path):
 
 
 def test_plan_works_from_a_folder_holding_only_config_json(tmp_path, capsys):
-    folder = write(tmp_path / "llama2-7b", "meta-llama/Llama-2-7b-hf")
+    folder = write(tmp_path / "llama2-70b", "meta-llama/Llama-2-70b-hf")
     out = tmp_path / "plan.json"
     assert main(["plan", "--model", str(folder), "--gpus", "8xA100-80GB",
                  "--json", str(out)]) == 0
     stored = json.loads(out.read_text())["plans"][0]
     assert stored["verdict"] == "needs 2 GPUs" and stored["dtype"] == "bfloat16"
-    assert "| Hutchinson | 2 GPUs (device_map) |" in capsys.readouterr().out
+    assert "| Hutchinson | 1 GPU, weights streamed from 128.5 GiB of host RAM |" in \
+        capsys.readouterr().out
     # one GPU: the table, then one line saying what to do, exit 2
     assert main(["plan", "--model", str(folder), "--gpus", "1xA100-80GB"]) == 2
     err = capsys.readouterr().err.strip()
@@ -150,13 +158,14 @@ def test_show_prints_the_plan_and_raises_with_the_fix(capsys):
     from samrepro.presets import preset
 
     paper = {**preset("paper"), "device": None}
-    with pytest.raises(UserError, match="needs 2 GPUs of 79.2 GiB"):
-        plan.show(paper, A100)
+    t4 = plan.Machine(plan.parse_gpus("1xT4-16GB"))  # 7B's fp16 weights (12.6 GiB) and more
+    with pytest.raises(UserError, match="needs 2 GPUs of 14.6 GiB"):
+        plan.show(paper, t4)
     printed = capsys.readouterr().out
     assert "huggyllama/llama-7b" in printed and "does not fit" in printed
-    plans = plan.show(paper, EIGHT)
-    assert [p.verdict for p in plans] == ["needs 2 GPUs", "needs 2 GPUs", "fits on 1 GPU"]
-    cpu = plan.Machine((), 24 * GIB)  # the paper preset on this project's CPU: refused
+    plans = plan.show(paper, A100)
+    assert [p.verdict for p in plans] == ["fits on 1 GPU"] * 3
+    cpu = plan.Machine((), 16 * GIB)  # the paper preset on a 16 GiB CPU: refused (RAM)
     with pytest.raises(UserError, match="RAM"):
         plan.show(paper, cpu)
     smoke = {**preset("smoke"), "device": "cpu"}

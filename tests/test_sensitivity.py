@@ -98,3 +98,79 @@ def test_owl_outliers_count_weights_above_m_times_the_layer_mean():
 def test_layer_sensitivity_sums_each_layers_matrices():
     got = layer_sensitivity({"m.layers.0.a": 1.0, "m.layers.0.b": 2.0, "m.layers.1.a": 0.5})
     assert got == {"m.layers.0": 3.0, "m.layers.1": 0.5}
+
+
+# ---- the layer-by-layer Hessian-vector product against the whole model's double backward ---
+
+def _samples(model, windows, row_function, probes=2, seed=0):
+    """Per-probe zᵀHz/n_W rows of `row_function` on the same probes and windows."""
+    from samrepro import sensitivity
+
+    rows = []
+    with sensitivity._OnlyWeightsTrainable(model) as params:
+        for k in range(probes):
+            rows.append(row_function(model, params, windows[k % len(windows)][None],
+                                     lambda i, p, k=k: sensitivity.draw_probe(seed, k, i, p)))
+    return torch.stack(rows)
+
+
+def _family_models():
+    from real_configs import CONFIGS
+
+    from samrepro.models import tiny_like
+
+    return {
+        "llama-gqa": lambda: tiny_model("llama", vocab_size=64, num_layers=3, hidden=32, seed=0),
+        "opt": lambda: tiny_model("opt", vocab_size=64, num_layers=3, hidden=32, seed=0),
+        # post-norm layers and projections in and out of a narrower embedding (in the head)
+        "opt-350m-like": lambda: tiny_like(CONFIGS["facebook/opt-350m"], hidden=32, heads=4,
+                                           num_layers=2, vocab_size=64, seed=0),
+        "llama-2-70b-like": lambda: tiny_like(CONFIGS["meta-llama/Llama-2-70b-hf"], hidden=64,
+                                              heads=8, num_layers=2, vocab_size=64, seed=0),
+    }
+
+
+@pytest.mark.parametrize("family", ["llama-gqa", "opt", "opt-350m-like", "llama-2-70b-like"])
+def test_layer_by_layer_samples_equal_the_whole_model_double_backward(family, monkeypatch):
+    from samrepro import sensitivity
+
+    monkeypatch.setattr(sensitivity, "HEAD_CHUNK", 7)  # the head in several token chunks
+    model = _family_models()[family]().float()
+    windows = ids(n=2, seqlen=20, seed=3) % 64
+    reference = _samples(model, windows, sensitivity.probe_row_whole_model)
+    layered = _samples(model, windows, sensitivity.probe_row)
+    assert reference.abs().min() > 0  # every matrix has a sample to compare
+    assert torch.allclose(layered, reference, rtol=1e-5, atol=1e-7 * float(reference.abs().max()))
+    assert all(p.requires_grad for p in model.parameters())  # the model is left as it was
+
+
+def test_layer_by_layer_bf16_is_within_two_standard_errors_of_fp32():
+    from samrepro.models import load_model
+
+    windows = ids(n=4, seqlen=48, seed=5) % 1000
+    settings = dict(rel_tol=0.0, max_probes=16, progress=False, seed=2)
+    fp32 = hutchinson(load_model("smoke-llama")[0], windows, **settings)["matrices"]
+    bf16 = hutchinson(load_model("smoke-llama", torch.bfloat16)[0], windows, **settings)
+    assert bf16["precision"]["hvp_dtype"] == "bfloat16"
+    for name, exact in fp32.items():
+        assert abs(bf16["matrices"][name]["trace"] - exact["trace"]) <= 2 * exact["stderr"], name
+
+
+def test_streamed_layers_visit_the_device_in_turn_and_give_the_same_samples(monkeypatch):
+    """models.streaming (plan: weights streamed from host RAM): each decoder layer is
+    moved to the device twice a probe (forward and reverse sweeps), the samples unchanged."""
+    from samrepro import models, sensitivity
+
+    model = _family_models()["llama-gqa"]().float()
+    windows = ids(n=2, seqlen=20, seed=3) % 64
+    plain = _samples(model, windows, sensitivity.probe_row)
+    visits, real = [], sensitivity.visiting
+    monkeypatch.setattr(sensitivity, "visiting",
+                        lambda layer, device: visits.append((id(layer), device)) or
+                        real(layer, device))
+    with models.streaming(model, "cpu"):
+        streamed = _samples(model, windows, sensitivity.probe_row)
+    assert torch.equal(streamed, plain)
+    layers = [id(layer) for layer in model.model.layers]
+    assert sorted(visits) == sorted((i, torch.device("cpu")) for i in layers * 2 * 2)
+    assert not hasattr(model, models.STREAM_ATTRIBUTE)
