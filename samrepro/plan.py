@@ -9,7 +9,9 @@ embedded and tiny models) on a machine (the GPUs torch sees, or ones named like
   ("offload");
 - Hutchinson (§3): the whole model with its gradient graph on one GPU, split by whole
   decoder layers over several (accelerate device_map, `placed`), or the CPU;
-- perplexity and lm-eval (§6): the whole model, on one GPU or split over several;
+- perplexity and lm-eval (§6): the whole model, on one GPU, split over several, or with its
+  last layers kept in host RAM and streamed to the GPU (`evaluation_devices`; evaluation
+  runs where `inference_placement` says, by the same rule, at the batch it really uses);
 
 its placement, its peak memory on the fullest device (samrepro.memory, which tests check
 against measured peaks) and an estimated time: FLOPs at UTILIZATION of the GPU's peak rate,
@@ -24,6 +26,7 @@ a placement says (experiments.sensitivity_for does so for the Hutchinson step).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -414,7 +417,8 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
                                    "" if fits else f"needs {_gib(e['peak'])} of RAM on the CPU; "
                                    f"this machine has {_gib(usable)}: run it on GPUs"))
 
-    # evaluation: the whole model, one window at a time
+    # evaluation: the whole model, EVAL_BATCH windows a forward (lm-eval: one request of up
+    # to the model's context), placed by evaluation_devices
     windows = 0
     for stream in eval_streams:
         count = C4_WINDOWS if stream == "c4" else STREAM_TOKENS[stream] // seqlen
@@ -422,27 +426,28 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
     lm_tokens = sum(LM_EVAL_TOKENS[s] for s in lm_eval_settings)
     if zero_shot_limit:
         lm_tokens *= min(1.0, zero_shot_limit / 1000)  # ~1000+ documents a task
+    context = config.get("max_position_embeddings") or seqlen
     for name, seconds, active in (
             ("perplexity", windows * memory.forward_flops(shape, seqlen, seqlen) / r16, bool(windows)),
             ("lm-eval", 2 * shape.parameters() * lm_tokens / r16, bool(lm_tokens))):
         if not active:
             continue
+        length, batch = evaluation_batch(name, seqlen, context)
         if on_gpu:
-            n = _min_devices(lambda k: memory.inference_device_peak(
-                shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"], usable, len(machine.gpus))
-            if n:
-                e = memory.inference_device_peak(shape, seqlen, dtype, n, 1, CUDA_OVERHEAD)
-                plan.steps.append(Step(name, _placement(n), n, e["peak"], seconds, True))
+            found = evaluation_devices(shape, length, batch, dtype, machine)
+            if found:
+                n, host_layers = found
+                peak = _inference_peak(shape, length, batch, dtype, n, host_layers)
+                plan.steps.append(Step(name, evaluation_where(n, host_layers), n, peak,
+                                       seconds, True))
             else:
-                e = memory.inference_device_peak(shape, seqlen, dtype, 1, 1, 0)
-                need = _min_devices(lambda k: memory.inference_device_peak(
-                    shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"], usable)
-                plan.steps.append(Step(name, "does not fit", need or 0, e["peak"], seconds,
-                                       False, f"needs {need} GPUs of {_gib(usable)} for the "
-                                       f"{_gib(e['parts']['weights'])} of weights: run on "
-                                       f"{need} GPUs"))
+                e = memory.inference_device_peak(shape, length, dtype, 1, batch, 0)
+                plan.steps.append(Step(name, "does not fit", 0, e["peak"], seconds, False,
+                                       f"one decoder layer and the embeddings with "
+                                       f"{batch}×{length} tokens need more than a GPU's "
+                                       f"{_gib(usable)}: use GPUs with more memory"))
         else:
-            e = memory.inference_device_peak(shape, seqlen, dtype, 1, 1, 0)
+            e = memory.inference_device_peak(shape, length, dtype, 1, batch, 0)
             plan.steps.append(Step(name, "CPU", 0, e["peak"], seconds, True))
     return plan
 
@@ -567,38 +572,95 @@ RUN_AFTER_LAYERS = ("norm", "final_layer_norm", "project_out", "lm_head")
 RUN_BEFORE_LAYERS = ("rotary_emb",)
 
 
-def inference_placement(model: nn.Module, seqlen: int, device,
-                        machine: Machine | None = None) -> dict:
-    """Where perplexity and lm-eval run `model`: its one device, or the fewest GPUs that hold
-    it split by whole layers (plan_model's perplexity step); a UserError if none do."""
+# Windows per perplexity forward (experiments.evaluate_model): 1.5× the tokens/s of one at a
+# time in bf16 on 2 cores (benchmarks/bf16.py); the fp32 logits of 4 × 2048 tokens of a 32k
+# vocabulary take 1 GiB, which the plan counts.
+EVAL_BATCH = 4
+
+
+def evaluation_batch(step: str, seqlen: int, context: int | None) -> tuple[int, int]:
+    """(tokens a sequence, sequences a forward) of an evaluation step: perplexity runs
+    EVAL_BATCH windows of `seqlen`; lm-eval one request at a time, of up to the model's
+    `context` (lm-evaluation-harness truncates longer ones to it)."""
+    if step == "perplexity":
+        return seqlen, EVAL_BATCH
+    return max(seqlen, context or seqlen), 1
+
+
+def _inference_peak(shape, length: int, batch: int, dtype, gpus: int, host_layers: int) -> float:
+    """Bytes on the fullest GPU: the layers kept on GPUs split over `gpus`, plus, with layers on
+    the host, the one streamed to the first GPU while it runs (accelerate's offload)."""
+    kept = dataclasses.replace(shape, layers=shape.layers - host_layers)
+    streamed = _bytes(dtype) * shape.layer_parameters() if host_layers else 0
+    return memory.inference_device_peak(kept, length, dtype, gpus, batch,
+                                        CUDA_OVERHEAD)["peak"] + streamed
+
+
+def _bytes(dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def evaluation_devices(shape, length: int, batch: int, dtype,
+                       machine: Machine) -> tuple[int, int] | None:
+    """(GPUs, decoder layers on the host) where evaluation runs: the fewest of the machine's
+    GPUs that hold the model split by whole layers; if all of them together do not, the
+    fewest last layers kept in host RAM and streamed to the first GPU one at a time (slow,
+    but it runs); None if not even that fits."""
+    if not machine.gpus:
+        return None
+    usable = min(g.memory for g in machine.gpus)
+    for n in range(1, len(machine.gpus) + 1):
+        if _inference_peak(shape, length, batch, dtype, n, 0) <= usable:
+            return n, 0
+    n = len(machine.gpus)
+    for host_layers in range(1, shape.layers + 1):
+        if _inference_peak(shape, length, batch, dtype, n, host_layers) <= usable:
+            return n, host_layers
+    return None
+
+
+def evaluation_where(gpus: int, host_layers: int) -> str:
+    """The placement as the plan prints it."""
+    where = _placement(gpus)
+    if host_layers:
+        where += f", {host_layers} layer{'s' if host_layers > 1 else ''} offloaded to the host"
+    return where
+
+
+def inference_placement(model: nn.Module, seqlen: int, device, machine: Machine | None = None,
+                        step: str = "perplexity") -> dict:
+    """Where evaluation step `step` (perplexity or lm-eval) runs `model`, by the rule of
+    plan_model's step of that name: {"devices": [...], "host_layers": k}; its one device on
+    the CPU; a UserError with the fix if it cannot fit."""
     device = torch.device(device)
-    machine = machine or this_machine(device)
     if device.type != "cuda":
-        return {"devices": [str(device)]}
+        return {"devices": [str(device)], "host_layers": 0}
+    machine = machine or this_machine(device)
     try:
         shape = shape_of(model.config)
-    except UserError:
-        return {"devices": [str(device)]}
+    except UserError:  # a family the memory model does not know (Baichuan): its one device
+        return {"devices": [str(device)], "host_layers": 0}
+    if not machine.gpus:
+        raise UserError(f"device {device} asked for, but no GPU is visible: use device cpu")
     dtype = next(model.parameters()).dtype
-    usable = min(g.memory for g in machine.gpus) if machine.gpus else 0.0
-
-    def peak(k):
-        return memory.inference_device_peak(shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"]
-
-    n = _min_devices(peak, usable, len(machine.gpus))
-    if n is None:
-        need = _min_devices(peak, usable) if usable else None
-        raise UserError(f"the model needs {need} GPUs of {_gib(usable)} to be evaluated; "
-                        f"{len(machine.gpus)} visible: run on {need} GPUs")
+    length, batch = evaluation_batch(step, seqlen,
+                                     getattr(model.config, "max_position_embeddings", None))
+    found = evaluation_devices(shape, length, batch, dtype, machine)
+    if found is None:
+        raise UserError(f"{step}: one decoder layer and the embeddings with {batch}×{length} "
+                        f"tokens need more than a GPU's {_gib(min(g.memory for g in machine.gpus))}"
+                        ": use GPUs with more memory")
+    n, host_layers = found
     first = device.index or 0
-    return {"devices": [f"cuda:{first + i}" for i in range(n)]}
+    return {"devices": [f"cuda:{first + i}" for i in range(n)], "host_layers": host_layers}
 
 
-def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
+def shard_map(model: nn.Module, devices: list, host_layers: int = 0) -> dict[str, str]:
     """An accelerate device_map splitting `model` by whole decoder layers over `devices`
     (layer i on devices[i·k // layers]); what runs before the layers (embeddings) on the
     first, what runs after (final norm, LM head) on the last, or the LM head with the
-    embedding when it shares its weight."""
+    embedding when it shares its weight. The last `host_layers` layers go to "cpu": accelerate
+    keeps their weights in host RAM and runs them on the first device (offload)."""
     from .models import architecture
 
     path = architecture(model).layers.split(".")
@@ -615,8 +677,9 @@ def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
             late = (after or child in RUN_AFTER_LAYERS) and child not in RUN_BEFORE_LAYERS
             out[prefix + child] = str(devices[-1] if late else devices[0])
         parent, prefix = getattr(parent, part), prefix + part + "."
+    on_gpus = count - host_layers
     for i in range(count):
-        out[f"{prefix}{i}"] = str(devices[i * k // count])
+        out[f"{prefix}{i}"] = str(devices[i * k // on_gpus]) if i < on_gpus else "cpu"
     head = model.get_output_embeddings()
     if head is not None and head.weight is model.get_input_embeddings().weight:
         for name, module in model.named_modules():
@@ -628,17 +691,20 @@ def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
 @contextlib.contextmanager
 def placed(model: nn.Module, placement: dict):
     """Within the block `model` is where `placement` says ({"devices": [...],
-    "checkpointing": bool}): on its one device, or split over several by shard_map with
-    accelerate's hooks; afterwards it is back where it was, hooks removed."""
+    "checkpointing": bool, "host_layers": k}): on its one device, or split over several by
+    shard_map with accelerate's hooks (the last k layers offloaded to the host); afterwards
+    it is back where it was, hooks removed."""
     from .sensitivity import layer_checkpointing
 
     devices = placement["devices"]
     home = next(model.parameters()).device
-    sharded = len(devices) > 1
+    host_layers = placement.get("host_layers", 0)
+    sharded = len(devices) > 1 or host_layers > 0
     if sharded:
         from accelerate import dispatch_model
 
-        dispatch_model(model, device_map=shard_map(model, devices))
+        dispatch_model(model, device_map=shard_map(model, devices, host_layers),
+                       main_device=devices[0])
     else:
         model.to(devices[0])
     try:
