@@ -149,10 +149,16 @@ def test_show_prints_the_plan_and_raises_with_the_fix(capsys):
     from samrepro.presets import preset
 
     paper = {**preset("paper"), "device": None}
-    with pytest.raises(UserError, match="needs 2 GPUs of 79.2 GiB"):
-        plan.show(paper, A100)
+    # on one A100 only the LLaMAs' Hutchinson estimate does not fit: noted, not raised (the
+    # notebook reads it from the cache when samrepro.distributed computed it elsewhere)
+    plans = plan.show(paper, A100)
     printed = capsys.readouterr().out
     assert "huggyllama/llama-7b" in printed and "does not fit" in printed
+    assert printed.count("the sensitivity estimate does not fit here") == 2
+    assert [p.verdict for p in plans] == ["does not fit", "does not fit", "fits on 1 GPU"]
+    assert "needs 2 GPUs of 79.2 GiB" in plans[0].problem()
+    assert main(["plan", "--preset", "paper", "--gpus", "1xA100-80GB"]) == 2  # still refused there
+    capsys.readouterr()
     plans = plan.show(paper, EIGHT)
     assert [p.verdict for p in plans] == ["needs 2 GPUs", "needs 2 GPUs", "fits on 1 GPU"]
     cpu = plan.Machine((), 24 * GIB)  # the paper preset on this project's CPU: refused
