@@ -428,13 +428,17 @@ def _kept_embedded_checkpoint(cache: Path) -> None:
         target.symlink_to(found.resolve())
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu_check.sh", description=__doc__.splitlines()[0])
     parser.add_argument("out", metavar="OUTDIR", help="where gpu_check.json and the logs go")
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU, tiny sizes")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"a subset of {','.join(STEPS)}")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)  # inside a step's process
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     out = Path(args.out).resolve()
     if args.step:
         return run_step(args.step, out, args.dry_run)
