@@ -82,6 +82,7 @@ class Machine:
 
     gpus: tuple[GPU, ...] = ()
     host_bytes: float | None = None  # None: unknown (not checked)
+    disk_bytes: float | None = None  # free disk where the cache (and resume checkpoints) go
 
     @property
     def kind(self) -> str:
@@ -151,7 +152,22 @@ def this_machine(device=None) -> Machine:
     gpus = () if device is not None and device.type == "cpu" else visible_gpus()
     if device is not None and device.type == "cuda" and device.index:
         gpus = gpus[device.index:]
-    return Machine(gpus, host_memory())
+    return Machine(gpus, host_memory(), free_disk())
+
+
+def free_disk() -> float | None:
+    """Free bytes on the disk of the cache folder (resume checkpoints), or None if unknown."""
+    import shutil
+
+    from .files import cache_dir
+
+    folder = cache_dir()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return float(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
 
 
 def cpu_has_bf16() -> bool:
@@ -273,6 +289,7 @@ class Plan:
     parameters: int
     steps: list[Step] = field(default_factory=list)
     host_peak: float = 0.0  # host RAM: the model (kept on the CPU) and offloaded activations
+    disk: float = 0.0  # the pruning pass's resume checkpoints (resume.py, SAMREPRO_RESUME)
 
     @property
     def gpus_needed(self) -> int:
@@ -380,6 +397,7 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
         else:
             plan.steps.append(Step(name, "CPU", 0, peak, seconds, True))
     plan.host_peak = b * shape.parameters() + (act if offload else 0)
+    plan.disk = resume_disk(shape, nsamples, seqlen, b)
     if not on_gpu:
         plan.host_peak += max(s.peak for s in plan.steps)
 
@@ -452,6 +470,17 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
     return plan
 
 
+def resume_disk(shape, nsamples: int, seqlen: int, element_bytes: int) -> float:
+    """Disk the pruning pass's resume checkpoints take at most: every pruned decoder layer and
+    one set of layer inputs (nsamples × seqlen × hidden), within the SAMREPRO_RESUME budget."""
+    from .hardware import resume_budget
+
+    full = element_bytes * (shape.layers * shape.layer_parameters()
+                            + nsamples * seqlen * shape.hidden)
+    budget = resume_budget()
+    return full if budget is None else min(full, budget)
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -475,8 +504,12 @@ def render(plans: list[Plan]) -> str:
                 f" of {p.machine.host_bytes / GIB:.0f} GiB")
         size = (f"{p.parameters / 1e9:.2f}B" if p.parameters >= 1e9 else
                 f"{p.parameters / 1e6:.1f}M")
+        disk = f", resume checkpoints {_gib(p.disk)} of disk"
+        if p.machine.disk_bytes is not None and p.disk > p.machine.disk_bytes:
+            disk += (f" (more than the {_gib(p.machine.disk_bytes)} free: set SAMREPRO_RESUME=off "
+                     "or a limit in GiB)")
         lines.append(f"- **{p.model}** on {p.machine.kind}, {str(p.dtype).removeprefix('torch.')}, "
-                     f"{size} parameters, host RAM {_gib(p.host_peak)}{host}: "
+                     f"{size} parameters, host RAM {_gib(p.host_peak)}{host}{disk}: "
                      f"**{p.verdict}**" + (f" ({p.problem()})" if not p.fits else ""))
     lines.append("")
     rate = (f"FLOPs at {UTILIZATION:.0%} of the GPU's nominal peak rate" if any(

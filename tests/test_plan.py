@@ -261,3 +261,37 @@ def test_evaluation_runs_where_the_plan_places_it(monkeypatch, tmp_path, count, 
     # the evaluation ran, on the same model, where it was put (here: the CPU)
     direct = perplexity(model, ids, seqlen, 4, progress=False)["ppl"]
     assert found["perplexity"]["ptb"]["ppl"] == pytest.approx(direct, rel=1e-5)
+
+
+def test_the_plan_counts_the_resume_checkpoints_disk(monkeypatch):
+    """LLaMA-2-70B's 80 pruned layers in bf16 plus one set of layer inputs (128 × 2048 × 8192),
+    counted by hand: a layer holds q and o (8192²), k and v (8192 × 1024, grouped-query), gate,
+    up and down (3 × 8192 × 28672) and two norms."""
+    layer = 2 * 8192 ** 2 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192
+    by_hand = 2 * (80 * layer + 128 * 2048 * 8192)
+    small_disk = plan.Machine(EIGHT.gpus, None, 64 * GIB)
+    p = plan.plan_model("meta-llama/Llama-2-70b-hf", small_disk, dtype="bfloat16")
+    assert p.disk == by_hand  # ~131.5 GiB
+    assert "more than the 64.0 GiB free: set SAMREPRO_RESUME=off" in plan.render([p])
+    monkeypatch.setenv("SAMREPRO_RESUME", "20")
+    p = plan.plan_model("meta-llama/Llama-2-70b-hf", small_disk, dtype="bfloat16")
+    assert p.disk == 20 * GIB and "more than" not in plan.render([p])
+    monkeypatch.setenv("SAMREPRO_RESUME", "off")
+    assert plan.plan_model("meta-llama/Llama-2-70b-hf", small_disk, dtype="bfloat16").disk == 0
+
+
+def test_free_memory_is_read_after_emptying_the_cache(monkeypatch):
+    """pipeline.activations_home reads the GPU's free memory only after PyTorch's allocator
+    gave back what it caches (the Hutchinson step's graph, say), so that activations are not
+    offloaded for memory that is in fact free (no CUDA here: both calls are mocked)."""
+    from samrepro import pipeline
+    from samrepro.models import tiny_model
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: calls.append("mem_get_info") or (80 * GIB, 80 * GIB))
+    model = tiny_model("opt", vocab_size=64)
+    home = pipeline.activations_home(torch.device("cuda"), None, model,
+                                     torch.zeros(4, 16, dtype=torch.long), 2)
+    assert calls == ["empty_cache", "mem_get_info"] and home == torch.device("cuda")
