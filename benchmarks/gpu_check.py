@@ -141,6 +141,7 @@ def step_plan(ctx) -> dict:
             found[f"{short} on {gpus or 'this machine'}"] = {
                 "verdict": p["verdict"], "problem": p["problem"],
                 "host_peak_gib": round(p["host_peak_bytes"] / 2**30, 1),
+                "resume_disk_gib": round(p["resume_disk_bytes"] / 2**30, 1),
                 "steps": {s["name"]: {"placement": s["placement"],
                                       "peak_gib": round(s["peak"] / 2**30, 2),
                                       "seconds": round(s["seconds"])} for s in p["steps"]}}
