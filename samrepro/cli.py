@@ -357,12 +357,14 @@ def run_plan(args) -> tuple[str, list]:
                                None if args.host_ram is None else args.host_ram * GIB)
     else:
         here = plan.this_machine()
-        machine = plan.Machine(here.gpus, args.host_ram * GIB if args.host_ram else here.host_bytes)
+        machine = plan.Machine(here.gpus, args.host_ram * GIB if args.host_ram else here.host_bytes,
+                               here.disk_bytes)
     plans = plan.plan_settings(values, machine)
     if args.json:
         write_json(args.json, {"machine": machine.kind, "plans": [
             {"model": p.model, "verdict": p.verdict, "gpus_needed": p.gpus_needed,
              "dtype": str(p.dtype).removeprefix("torch."), "host_peak_bytes": p.host_peak,
+             "resume_disk_bytes": p.disk,
              "problem": p.problem(), "steps": [vars(s) for s in p.steps]} for p in plans]})
     return plan.render(plans), plans
 

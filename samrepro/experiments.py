@@ -30,7 +30,7 @@ from .files import save_model
 from .hardware import DTYPES, default_device, machine, resolve_dtype
 from .models import count_zeros, load_model, prunable_linears, weights_fingerprint
 from .pipeline import prune_model
-from .plan import hutchinson_placement, placed
+from .plan import EVAL_BATCH, hutchinson_placement, inference_placement, placed
 from .provenance import (code_hash, git_commit, model_provenance, versions,
                          warn_if_versions_differ, weights_sha256)
 from .resume import RunCheckpoint
@@ -77,11 +77,6 @@ def estimate_sensitivity(model, windows, name: str, key: dict, settings: dict,
             return spec.estimate(model, windows, own, progress)
 
     return cached("sensitivity", {**key, "estimator": name, **own, **spec.version}, compute)
-
-
-# Windows per evaluation forward: 1.5× the tokens/s of one at a time in bf16 on 2 cores
-# (benchmarks/bf16.py); the fp32 logits of 4 × 2048 tokens of a 32k vocabulary take 1 GiB.
-EVAL_BATCH = 4
 
 
 def sensitivity_for(config: RunConfig, model, windows, corpus, name: str, device,
@@ -230,20 +225,30 @@ def prune(config: RunConfig, model, windows, sparsities: dict[str, float], devic
 
 
 def evaluate_model(config: RunConfig, model, tokenizer, streams: dict, data_dir,
-                   checkpoint: RunCheckpoint, progress: bool) -> dict:
+                   checkpoint: RunCheckpoint, progress: bool, device=None) -> dict:
     """Step 8: perplexity on each stream and, with `tasks`, accuracy through
-    lm-evaluation-harness; each finished evaluation is kept in `checkpoint`."""
+    lm-evaluation-harness; each finished evaluation is kept in `checkpoint`. Each runs where
+    samrepro.plan places its step (plan.inference_placement: one GPU, the model split over
+    several, or its last layers offloaded to the host), refused up front if it cannot fit."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     found = {"perplexity": {}}
-    for name, (ids, corpus) in streams.items():
-        ppl = checkpoint.evaluation(name, lambda: perplexity(
-            model, ids, config.seqlen, config.eval_windows, batch_size=EVAL_BATCH,
-            progress=progress, desc=f"perplexity {name}"))
-        found["perplexity"][name] = {**ppl, **corpus.provenance}
+    if streams:
+        placement = inference_placement(model, config.seqlen, device, step="perplexity")
+        found["placement"] = {"perplexity": placement}
+        with placed(model, placement):
+            for name, (ids, corpus) in streams.items():
+                ppl = checkpoint.evaluation(name, lambda: perplexity(
+                    model, ids, config.seqlen, config.eval_windows, batch_size=EVAL_BATCH,
+                    progress=progress, desc=f"perplexity {name}"))
+                found["perplexity"][name] = {**ppl, **corpus.provenance}
     found["resumed_evaluations"] = checkpoint.resumed_evaluations
     if config.tasks:
-        found["accuracy"] = checkpoint.evaluation("accuracy", lambda: zero_shot(
-            model, tokenizer, config.tasks, config.settings, config.limit, config.task_source,
-            data_dir))
+        placement = inference_placement(model, config.seqlen, device, step="lm-eval")
+        found.setdefault("placement", {})["lm-eval"] = placement
+        with placed(model, placement):
+            found["accuracy"] = checkpoint.evaluation("accuracy", lambda: zero_shot(
+                model, tokenizer, config.tasks, config.settings, config.limit,
+                config.task_source, data_dir))
     return found
 
 
@@ -289,9 +294,8 @@ def prune_and_evaluate(config: RunConfig, data_dir=None, device=None, progress: 
     if save:
         save_pruned(model, tokenizer, save, result["weights_sha256"], config.key())
         result["saved_to"] = str(save)
-    model.to(device)
     result.update(evaluate_model(config, model, tokenizer, streams, data_dir, checkpoint,
-                                 progress))
+                                 progress, device))
     result["wall_seconds"] = time.perf_counter() - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     checkpoint.remove()

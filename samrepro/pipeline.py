@@ -152,6 +152,8 @@ def activations_home(device: torch.device, offload_activations: bool | None, mod
             return device
         from .memory import choose_placement
 
+        # what PyTorch's allocator caches (the Hutchinson step's graph, say) is free for this
+        torch.cuda.empty_cache()
         free, _total = torch.cuda.mem_get_info(device)
         dtype = next(model.parameters()).dtype
         try:

@@ -10,7 +10,9 @@ embedded and tiny models) on a machine (the GPUs torch sees, or ones named like
 - Hutchinson (§3, layer by layer): the whole model on one GPU, or its decoder layers
   streamed to one GPU from host RAM, or split by whole layers over several (accelerate
   device_map, `placed`), or the CPU;
-- perplexity and lm-eval (§6): the whole model, on one GPU or split over several;
+- perplexity and lm-eval (§6): the whole model, on one GPU, split over several, or with its
+  last layers kept in host RAM and streamed to the GPU (`evaluation_devices`; evaluation
+  runs where `inference_placement` says, by the same rule, at the batch it really uses);
 
 its placement, its peak memory on the fullest device (samrepro.memory, which tests check
 against measured peaks) and an estimated time: FLOPs at UTILIZATION of the GPU's peak rate,
@@ -25,6 +27,7 @@ a placement says (experiments.sensitivity_for does so for the Hutchinson step).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -53,6 +56,7 @@ class Machine:
 
     gpus: tuple[GPU, ...] = ()
     host_bytes: float | None = None  # None: unknown (not checked)
+    disk_bytes: float | None = None  # free disk where the cache (and resume checkpoints) go
 
     @property
     def kind(self) -> str:
@@ -122,7 +126,22 @@ def this_machine(device=None) -> Machine:
     gpus = () if device is not None and device.type == "cpu" else visible_gpus()
     if device is not None and device.type == "cuda" and device.index:
         gpus = gpus[device.index:]
-    return Machine(gpus, host_memory())
+    return Machine(gpus, host_memory(), free_disk())
+
+
+def free_disk() -> float | None:
+    """Free bytes on the disk of the cache folder (resume checkpoints), or None if unknown."""
+    import shutil
+
+    from .files import cache_dir
+
+    folder = cache_dir()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return float(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
 
 
 def resolve_dtype(dtype, machine: Machine) -> torch.dtype:
@@ -231,6 +250,7 @@ class Plan:
     parameters: int
     steps: list[Step] = field(default_factory=list)
     host_peak: float = 0.0  # host RAM: the model (kept on the CPU) and offloaded activations
+    disk: float = 0.0  # the pruning pass's resume checkpoints (resume.py, SAMREPRO_RESUME)
 
     @property
     def gpus_needed(self) -> int:
@@ -348,6 +368,7 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
         else:
             plan.steps.append(Step(name, "CPU", 0, peak, seconds, True))
     plan.host_peak = b * shape.parameters() + (act if offload else 0)
+    plan.disk = resume_disk(shape, nsamples, seqlen, b)
     if not on_gpu:
         plan.host_peak += max(s.peak for s in plan.steps)
 
@@ -390,7 +411,8 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
                                    "" if fits else f"needs {_gib(e['peak'])} of RAM on the CPU; "
                                    f"this machine has {_gib(usable)}: run it on GPUs"))
 
-    # evaluation: the whole model, one window at a time
+    # evaluation: the whole model, EVAL_BATCH windows a forward (lm-eval: one request of up
+    # to the model's context), placed by evaluation_devices
     windows = 0
     for stream in eval_streams:
         count = C4_WINDOWS if stream == "c4" else STREAM_TOKENS[stream] // seqlen
@@ -398,29 +420,41 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
     lm_tokens = sum(LM_EVAL_TOKENS[s] for s in lm_eval_settings)
     if zero_shot_limit:
         lm_tokens *= min(1.0, zero_shot_limit / 1000)  # ~1000+ documents a task
+    context = config.get("max_position_embeddings") or seqlen
     for name, seconds, active in (
             ("perplexity", windows * memory.forward_flops(shape, seqlen, seqlen) / r16, bool(windows)),
             ("lm-eval", 2 * shape.parameters() * lm_tokens / r16, bool(lm_tokens))):
         if not active:
             continue
+        length, batch = evaluation_batch(name, seqlen, context)
         if on_gpu:
-            n = _min_devices(lambda k: memory.inference_device_peak(
-                shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"], usable, len(machine.gpus))
-            if n:
-                e = memory.inference_device_peak(shape, seqlen, dtype, n, 1, CUDA_OVERHEAD)
-                plan.steps.append(Step(name, _placement(n), n, e["peak"], seconds, True))
+            found = evaluation_devices(shape, length, batch, dtype, machine)
+            if found:
+                n, host_layers = found
+                peak = _inference_peak(shape, length, batch, dtype, n, host_layers)
+                plan.steps.append(Step(name, evaluation_where(n, host_layers), n, peak,
+                                       seconds, True))
             else:
-                e = memory.inference_device_peak(shape, seqlen, dtype, 1, 1, 0)
-                need = _min_devices(lambda k: memory.inference_device_peak(
-                    shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"], usable)
-                plan.steps.append(Step(name, "does not fit", need or 0, e["peak"], seconds,
-                                       False, f"needs {need} GPUs of {_gib(usable)} for the "
-                                       f"{_gib(e['parts']['weights'])} of weights: run on "
-                                       f"{need} GPUs"))
+                e = memory.inference_device_peak(shape, length, dtype, 1, batch, 0)
+                plan.steps.append(Step(name, "does not fit", 0, e["peak"], seconds, False,
+                                       f"one decoder layer and the embeddings with "
+                                       f"{batch}×{length} tokens need more than a GPU's "
+                                       f"{_gib(usable)}: use GPUs with more memory"))
         else:
-            e = memory.inference_device_peak(shape, seqlen, dtype, 1, 1, 0)
+            e = memory.inference_device_peak(shape, length, dtype, 1, batch, 0)
             plan.steps.append(Step(name, "CPU", 0, e["peak"], seconds, True))
     return plan
+
+
+def resume_disk(shape, nsamples: int, seqlen: int, element_bytes: int) -> float:
+    """Disk the pruning pass's resume checkpoints take at most: every pruned decoder layer and
+    one set of layer inputs (nsamples × seqlen × hidden), within the SAMREPRO_RESUME budget."""
+    from .hardware import resume_budget
+
+    full = element_bytes * (shape.layers * shape.layer_parameters()
+                            + nsamples * seqlen * shape.hidden)
+    budget = resume_budget()
+    return full if budget is None else min(full, budget)
 
 
 def _duration(seconds: float) -> str:
@@ -446,8 +480,12 @@ def render(plans: list[Plan]) -> str:
                 f" of {p.machine.host_bytes / GIB:.0f} GiB")
         size = (f"{p.parameters / 1e9:.2f}B" if p.parameters >= 1e9 else
                 f"{p.parameters / 1e6:.1f}M")
+        disk = f", resume checkpoints {_gib(p.disk)} of disk"
+        if p.machine.disk_bytes is not None and p.disk > p.machine.disk_bytes:
+            disk += (f" (more than the {_gib(p.machine.disk_bytes)} free: set SAMREPRO_RESUME=off "
+                     "or a limit in GiB)")
         lines.append(f"- **{p.model}** on {p.machine.kind}, {str(p.dtype).removeprefix('torch.')}, "
-                     f"{size} parameters, host RAM {_gib(p.host_peak)}{host}: "
+                     f"{size} parameters, host RAM {_gib(p.host_peak)}{host}{disk}: "
                      f"**{p.verdict}**" + (f" ({p.problem()})" if not p.fits else ""))
     lines.append("")
     rate = (f"FLOPs at {UTILIZATION:.0%} of the GPU's nominal peak rate" if any(
@@ -477,12 +515,21 @@ def plan_settings(settings: dict, machine: Machine | None = None,
 
 def show(settings: dict, machine: Machine | None = None, lm_eval: bool | None = None) -> list[Plan]:
     """Print the plan of a notebook's settings (Markdown in a notebook); raise a UserError with
-    the fix when a model does not fit. Meant as a notebook's first cell at the paper preset:
+    the fix when a model does not fit (a sensitivity estimate that does not fit is only noted:
+    the run may read it from the cache). Meant as a notebook's first cell at the paper preset:
     `plan.show(s)` (s = settings.settings(...); lm_eval=False where the notebook scores no
     accuracy). `machine`: plan for other GPUs than this machine's (e.g. Machine(parse_gpus(
     "8xA100-80GB")))."""
     plans = plan_settings(settings, machine, lm_eval)
     text = render(plans)
+    # the sensitivity estimate is checked where it runs (experiments.sensitivity_for), after
+    # the cache: one that samrepro.distributed computed on other GPUs is read whatever this
+    # machine holds, so a plan whose only problem is the estimate does not stop the notebook
+    estimate_only = [p for p in plans if not p.fits and _estimate_only_problem(p)]
+    for p in estimate_only:
+        text += (f"\n\n**{p.model}**: the sensitivity estimate does not fit here; the run reads "
+                 "it from the cache if `torchrun … -m samrepro.distributed` computed it with "
+                 "these settings, else it stops at that step with the fix")
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display
@@ -493,10 +540,20 @@ def show(settings: dict, machine: Machine | None = None, lm_eval: bool | None = 
             print(text)
     except ImportError:
         print(text)
-    bad = [p for p in plans if not p.fits]
+    bad = [p for p in plans if not p.fits and p not in estimate_only]
     if bad:
         raise UserError(bad[0].problem())
     return plans
+
+
+def _estimate_only_problem(p: Plan) -> bool:
+    """Whether the sensitivity estimate is the only step of `p` that does not fit, on GPUs (on
+    the CPU a model that needs GPUs for it is refused outright)."""
+    if not p.machine.gpus:
+        return False
+    host_ok = p.machine.host_bytes is None or p.host_peak <= p.machine.host_bytes
+    misfits = {s.name for s in p.steps if not s.fits}
+    return host_ok and bool(misfits) and misfits <= {"Hutchinson", "Fisher"}
 
 
 # ---- placing a model ------------------------------------------------------------------------
@@ -545,38 +602,95 @@ RUN_AFTER_LAYERS = ("norm", "final_layer_norm", "project_out", "lm_head")
 RUN_BEFORE_LAYERS = ("rotary_emb",)
 
 
-def inference_placement(model: nn.Module, seqlen: int, device,
-                        machine: Machine | None = None) -> dict:
-    """Where perplexity and lm-eval run `model`: its one device, or the fewest GPUs that hold
-    it split by whole layers (plan_model's perplexity step); a UserError if none do."""
+# Windows per perplexity forward (experiments.evaluate_model): 1.5× the tokens/s of one at a
+# time in bf16 on 2 cores (benchmarks/bf16.py); the fp32 logits of 4 × 2048 tokens of a 32k
+# vocabulary take 1 GiB, which the plan counts.
+EVAL_BATCH = 4
+
+
+def evaluation_batch(step: str, seqlen: int, context: int | None) -> tuple[int, int]:
+    """(tokens a sequence, sequences a forward) of an evaluation step: perplexity runs
+    EVAL_BATCH windows of `seqlen`; lm-eval one request at a time, of up to the model's
+    `context` (lm-evaluation-harness truncates longer ones to it)."""
+    if step == "perplexity":
+        return seqlen, EVAL_BATCH
+    return max(seqlen, context or seqlen), 1
+
+
+def _inference_peak(shape, length: int, batch: int, dtype, gpus: int, host_layers: int) -> float:
+    """Bytes on the fullest GPU: the layers kept on GPUs split over `gpus`, plus, with layers on
+    the host, the one streamed to the first GPU while it runs (accelerate's offload)."""
+    kept = dataclasses.replace(shape, layers=shape.layers - host_layers)
+    streamed = _bytes(dtype) * shape.layer_parameters() if host_layers else 0
+    return memory.inference_device_peak(kept, length, dtype, gpus, batch,
+                                        CUDA_OVERHEAD)["peak"] + streamed
+
+
+def _bytes(dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def evaluation_devices(shape, length: int, batch: int, dtype,
+                       machine: Machine) -> tuple[int, int] | None:
+    """(GPUs, decoder layers on the host) where evaluation runs: the fewest of the machine's
+    GPUs that hold the model split by whole layers; if all of them together do not, the
+    fewest last layers kept in host RAM and streamed to the first GPU one at a time (slow,
+    but it runs); None if not even that fits."""
+    if not machine.gpus:
+        return None
+    usable = min(g.memory for g in machine.gpus)
+    for n in range(1, len(machine.gpus) + 1):
+        if _inference_peak(shape, length, batch, dtype, n, 0) <= usable:
+            return n, 0
+    n = len(machine.gpus)
+    for host_layers in range(1, shape.layers + 1):
+        if _inference_peak(shape, length, batch, dtype, n, host_layers) <= usable:
+            return n, host_layers
+    return None
+
+
+def evaluation_where(gpus: int, host_layers: int) -> str:
+    """The placement as the plan prints it."""
+    where = _placement(gpus)
+    if host_layers:
+        where += f", {host_layers} layer{'s' if host_layers > 1 else ''} offloaded to the host"
+    return where
+
+
+def inference_placement(model: nn.Module, seqlen: int, device, machine: Machine | None = None,
+                        step: str = "perplexity") -> dict:
+    """Where evaluation step `step` (perplexity or lm-eval) runs `model`, by the rule of
+    plan_model's step of that name: {"devices": [...], "host_layers": k}; its one device on
+    the CPU; a UserError with the fix if it cannot fit."""
     device = torch.device(device)
-    machine = machine or this_machine(device)
     if device.type != "cuda":
-        return {"devices": [str(device)]}
+        return {"devices": [str(device)], "host_layers": 0}
+    machine = machine or this_machine(device)
     try:
         shape = shape_of(model.config)
-    except UserError:
-        return {"devices": [str(device)]}
+    except UserError:  # a family the memory model does not know (Baichuan): its one device
+        return {"devices": [str(device)], "host_layers": 0}
+    if not machine.gpus:
+        raise UserError(f"device {device} asked for, but no GPU is visible: use device cpu")
     dtype = next(model.parameters()).dtype
-    usable = min(g.memory for g in machine.gpus) if machine.gpus else 0.0
-
-    def peak(k):
-        return memory.inference_device_peak(shape, seqlen, dtype, k, 1, CUDA_OVERHEAD)["peak"]
-
-    n = _min_devices(peak, usable, len(machine.gpus))
-    if n is None:
-        need = _min_devices(peak, usable) if usable else None
-        raise UserError(f"the model needs {need} GPUs of {_gib(usable)} to be evaluated; "
-                        f"{len(machine.gpus)} visible: run on {need} GPUs")
+    length, batch = evaluation_batch(step, seqlen,
+                                     getattr(model.config, "max_position_embeddings", None))
+    found = evaluation_devices(shape, length, batch, dtype, machine)
+    if found is None:
+        raise UserError(f"{step}: one decoder layer and the embeddings with {batch}×{length} "
+                        f"tokens need more than a GPU's {_gib(min(g.memory for g in machine.gpus))}"
+                        ": use GPUs with more memory")
+    n, host_layers = found
     first = device.index or 0
-    return {"devices": [f"cuda:{first + i}" for i in range(n)]}
+    return {"devices": [f"cuda:{first + i}" for i in range(n)], "host_layers": host_layers}
 
 
-def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
+def shard_map(model: nn.Module, devices: list, host_layers: int = 0) -> dict[str, str]:
     """An accelerate device_map splitting `model` by whole decoder layers over `devices`
     (layer i on devices[i·k // layers]); what runs before the layers (embeddings) on the
     first, what runs after (final norm, LM head) on the last, or the LM head with the
-    embedding when it shares its weight."""
+    embedding when it shares its weight. The last `host_layers` layers go to "cpu": accelerate
+    keeps their weights in host RAM and runs them on the first device (offload)."""
     from .models import architecture
 
     path = architecture(model).layers.split(".")
@@ -593,8 +707,9 @@ def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
             late = (after or child in RUN_AFTER_LAYERS) and child not in RUN_BEFORE_LAYERS
             out[prefix + child] = str(devices[-1] if late else devices[0])
         parent, prefix = getattr(parent, part), prefix + part + "."
+    on_gpus = count - host_layers
     for i in range(count):
-        out[f"{prefix}{i}"] = str(devices[i * k // count])
+        out[f"{prefix}{i}"] = str(devices[i * k // on_gpus]) if i < on_gpus else "cpu"
     head = model.get_output_embeddings()
     if head is not None and head.weight is model.get_input_embeddings().weight:
         for name, module in model.named_modules():
@@ -606,14 +721,16 @@ def shard_map(model: nn.Module, devices: list) -> dict[str, str]:
 @contextlib.contextmanager
 def placed(model: nn.Module, placement: dict):
     """Within the block `model` is where `placement` says ({"devices": [...],
-    "checkpointing": bool, "stream": bool}): on its one device, its decoder layers streamed
-    to it from where they are (models.streaming), or split over several by shard_map
-    with accelerate's hooks; afterwards it is back where it was, hooks removed."""
+    "checkpointing": bool, "stream": bool, "host_layers": k}): on its one device, its decoder
+    layers streamed to it from where they are (models.streaming), or split over several by
+    shard_map with accelerate's hooks (the last k layers offloaded to the host); afterwards it
+    is back where it was, hooks removed."""
     from .models import layer_checkpointing, streaming
 
     devices = placement["devices"]
     home = next(model.parameters()).device
-    sharded = len(devices) > 1
+    host_layers = placement.get("host_layers", 0)
+    sharded = len(devices) > 1 or host_layers > 0
     if placement.get("stream"):
         with streaming(model, devices[0]):
             yield model
@@ -621,7 +738,8 @@ def placed(model: nn.Module, placement: dict):
     if sharded:
         from accelerate import dispatch_model
 
-        dispatch_model(model, device_map=shard_map(model, devices))
+        dispatch_model(model, device_map=shard_map(model, devices, host_layers),
+                       main_device=devices[0])
     else:
         model.to(devices[0])
     try:

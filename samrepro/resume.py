@@ -18,6 +18,12 @@ checked on load: an entry whose key or checksum does not match, or that does not
 reported with a warning and recomputed, never trusted. The folder is removed when the run
 completes (RunCheckpoint.remove).
 
+At scale the layers add up to the whole pruned model (LLaMA-2-70B in bf16: ~128 GiB, which
+`samrepro plan` shows as the resume checkpoints' disk). SAMREPRO_RESUME limits them:
+`on` (the default) stores every layer; `off` stores nothing (an interrupted run starts over);
+a number N stores layers while the folder stays within N GiB, then stops storing (a run
+interrupted later resumes after the last stored layer).
+
 SAMREPRO_FAULT=<point> makes the process SIGKILL itself at that point (the tests' way of
 interrupting a real run): `calibration` (inputs of layer 0 captured), `pruned-<i>` (layer i
 pruned in memory, not yet stored), `layer-<i>` (layer i stored), `eval-<name>` (perplexity on
@@ -40,6 +46,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from .cache import digest
+from .hardware import RESUME, resume_budget
 from .files import write_bytes, write_json
 from .files import cache_dir
 
@@ -70,6 +77,8 @@ class RunCheckpoint:
         self.resumed_layers: list[int] = []
         self.resumed_evaluations: list[str] = []
         self._state = {"key": self.key, "layers": {}, "inputs": None, "report": {}}
+        self.budget = resume_budget()  # bytes the layer checkpoints may take (None: no limit)
+        self.stopped_storing = self.budget == 0
 
     # ---- files -------------------------------------------------------------------------
 
@@ -155,8 +164,21 @@ class RunCheckpoint:
         return done, calls
 
     def save(self, i: int, layer: nn.Module, calls: list, last: bool) -> None:
-        """Store layer i (pruned) and the inputs of layer i + 1 (unless i is the `last`)."""
+        """Store layer i (pruned) and the inputs of layer i + 1 (unless i is the `last`),
+        while they fit the SAMREPRO_RESUME budget; past it, nothing more is stored."""
         fault(f"pruned-{i}")
+        if self.stopped_storing:
+            return
+        if self.budget is not None:
+            stored = sum(f.stat().st_size for f in self.folder.glob("layer-*.safetensors"))
+            layer_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
+            inputs_bytes = 0 if last else sum(x.numel() * x.element_size() for x, _, _ in calls)
+            if stored + layer_bytes + inputs_bytes > self.budget:
+                self.stopped_storing = True
+                warnings.warn(f"the resume checkpoints reached {RESUME}="
+                              f"{self.budget / 2**30:g} GiB at layer {i}: later layers are not "
+                              f"stored (an interruption resumes from layer {i})", stacklevel=2)
+                return
         state = self._state
         state["layers"][str(i)] = self._write_tensors(f"layer-{i:03d}.safetensors",
                                                       layer.state_dict())
@@ -174,6 +196,8 @@ class RunCheckpoint:
         """compute() the evaluation `name` (a perplexity, or accuracy) once per run; a stored
         one is read back."""
         path = self.folder / f"eval-{name}.json"
+        if self.budget == 0:  # SAMREPRO_RESUME=off
+            return compute()
         if path.exists():
             try:
                 entry = json.loads(path.read_text(encoding="utf-8"))

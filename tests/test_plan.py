@@ -113,12 +113,11 @@ def test_notebook_path_places_the_estimate_where_the_plan_does():
         for machine in (A100, EIGHT):
             step = plan.plan_model(hub_id, machine, dtype="bfloat16").step("Hutchinson")
             evaluation = plan.plan_model(hub_id, machine, dtype="bfloat16").step("perplexity")
-            if evaluation.fits:
-                placement = plan.inference_placement(model, 2048, "cuda", machine)
-                assert len(placement["devices"]) == evaluation.devices
-            else:
-                with pytest.raises(UserError, match=f"needs {evaluation.devices} GPUs"):
-                    plan.inference_placement(model, 2048, "cuda", machine)
+            assert evaluation.fits  # every model fits, on 1 GPU with layers offloaded at worst
+            placement = plan.inference_placement(model, 2048, "cuda", machine)
+            assert len(placement["devices"]) == evaluation.devices
+            assert evaluation.placement == plan.evaluation_where(evaluation.devices,
+                                                                 placement["host_layers"])
             if step.fits:
                 placement = plan.hutchinson_placement(model, 2048, "cuda", machine)
                 assert len(placement["devices"]) == step.devices, (hub_id, machine.kind)
@@ -206,3 +205,96 @@ def test_shard_map_puts_every_parameter_on_one_device_by_whole_layers(hub_id, de
     tied = model.lm_head.weight is model.get_input_embeddings().weight  # OPT ties them
     assert device_map[embed] == names[0]
     assert device_map["lm_head"] == (names[0] if tied else names[-1])
+
+
+def _mock_gpus(monkeypatch, count: int, gib: float):
+    gpus = (plan.GPU("mock", gib * GIB, True, 312e12, 19.5e12),) * count
+    monkeypatch.setattr(plan, "visible_gpus", lambda: gpus)
+    return plan.Machine(gpus)
+
+
+@pytest.mark.parametrize("count,resident,host_layers", [(2, 2, 0), (1, 2, 2), (1, 1, 3)])
+def test_evaluation_runs_where_the_plan_places_it(monkeypatch, tmp_path, count, resident,
+                                                  host_layers):
+    """experiments.evaluate_model puts the model where the plan's perplexity step says, on
+    GPUs mocked as the plan lays them out: `count` GPUs, each holding `resident` of the 4
+    decoder layers plus one streamed from the host and half a layer to spare (sizes read off
+    the memory model by hand, at EVAL_BATCH windows a forward). So 2 GPUs split the model,
+    and 1 GPU keeps `host_layers` on the host. There is no CUDA here: accelerate's dispatch
+    is recorded and the model computes on the CPU."""
+    import dataclasses
+    import re
+    from types import SimpleNamespace
+
+    import accelerate
+
+    from samrepro import experiments
+    from samrepro.evaluate import perplexity
+    from samrepro.models import tiny_like
+    from samrepro.resume import RunCheckpoint
+
+    model = tiny_like(CONFIGS["meta-llama/Llama-2-7b-hf"], num_layers=4, hidden=64,
+                      vocab_size=512)
+    seqlen, shape = 32, shape_of(model.config)
+    layer = 4 * shape.layer_parameters()  # fp32 bytes
+    kept = memory.inference_device_peak(dataclasses.replace(shape, layers=resident), seqlen,
+                                        torch.float32, 1, plan.EVAL_BATCH)["peak"]
+    machine = _mock_gpus(monkeypatch, count, (kept + 1.5 * layer + plan.CUDA_OVERHEAD) / GIB)
+    step = plan.plan_model("tiny", machine, seqlen=seqlen, dtype="float32", eval_windows=4,
+                           eval_streams=("ptb",), lm_eval_settings=(),
+                           config=model.config.to_dict()).step("perplexity")
+    printed = re.search(r"(\d+) layers? offloaded", step.placement)
+    assert step.devices == count and (int(printed[1]) if printed else 0) == host_layers
+
+    dispatched = []
+    monkeypatch.setattr(accelerate, "dispatch_model", lambda m, device_map, main_device=None:
+                        dispatched.append((dict(device_map), main_device)))
+    ids = torch.randint(0, 512, (5 * seqlen,))
+    config = experiments.RunConfig(model="tiny", seqlen=seqlen, eval_windows=4, eval=("ptb",))
+    found = experiments.evaluate_model(
+        config, model, None, {"ptb": (ids, SimpleNamespace(provenance={}))}, None,
+        RunCheckpoint({"test": str(tmp_path)}), False, torch.device("cuda"))
+    (device_map, main_device), = dispatched
+    layers = [device_map[f"model.layers.{i}"] for i in range(4)]
+    assert len({d for d in layers if d != "cpu"}) == count
+    assert layers[4 - host_layers:] == ["cpu"] * host_layers  # the last ones on the host
+    assert main_device == "cuda:0" and layers[0] == "cuda:0"
+    assert found["placement"]["perplexity"] == {"devices": [f"cuda:{i}" for i in range(count)],
+                                                "host_layers": host_layers}
+    # the evaluation ran, on the same model, where it was put (here: the CPU)
+    direct = perplexity(model, ids, seqlen, 4, progress=False)["ppl"]
+    assert found["perplexity"]["ptb"]["ppl"] == pytest.approx(direct, rel=1e-5)
+
+
+def test_the_plan_counts_the_resume_checkpoints_disk(monkeypatch):
+    """LLaMA-2-70B's 80 pruned layers in bf16 plus one set of layer inputs (128 × 2048 × 8192),
+    counted by hand: a layer holds q and o (8192²), k and v (8192 × 1024, grouped-query), gate,
+    up and down (3 × 8192 × 28672) and two norms."""
+    layer = 2 * 8192 ** 2 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192
+    by_hand = 2 * (80 * layer + 128 * 2048 * 8192)
+    small_disk = plan.Machine(EIGHT.gpus, None, 64 * GIB)
+    p = plan.plan_model("meta-llama/Llama-2-70b-hf", small_disk, dtype="bfloat16")
+    assert p.disk == by_hand  # ~131.5 GiB
+    assert "more than the 64.0 GiB free: set SAMREPRO_RESUME=off" in plan.render([p])
+    monkeypatch.setenv("SAMREPRO_RESUME", "20")
+    p = plan.plan_model("meta-llama/Llama-2-70b-hf", small_disk, dtype="bfloat16")
+    assert p.disk == 20 * GIB and "more than" not in plan.render([p])
+    monkeypatch.setenv("SAMREPRO_RESUME", "off")
+    assert plan.plan_model("meta-llama/Llama-2-70b-hf", small_disk, dtype="bfloat16").disk == 0
+
+
+def test_free_memory_is_read_after_emptying_the_cache(monkeypatch):
+    """pipeline.activations_home reads the GPU's free memory only after PyTorch's allocator
+    gave back what it caches (the Hutchinson step's graph, say), so that activations are not
+    offloaded for memory that is in fact free (no CUDA here: both calls are mocked)."""
+    from samrepro import pipeline
+    from samrepro.models import tiny_model
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: calls.append("mem_get_info") or (80 * GIB, 80 * GIB))
+    model = tiny_model("opt", vocab_size=64)
+    home = pipeline.activations_home(torch.device("cuda"), None, model,
+                                     torch.zeros(4, 16, dtype=torch.long), 2)
+    assert calls == ["empty_cache", "mem_get_info"] and home == torch.device("cuda")

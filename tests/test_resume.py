@@ -208,3 +208,48 @@ def test_damaged_evaluation_checkpoint_is_recomputed(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resume.RunCheckpoint({"run": "eval"}).evaluation("ptb", lambda: 1 / 0) == {"ppl": 2.5}
+
+
+# ---- SAMREPRO_RESUME: checkpoints limited or off ---------------------------------------------
+
+def test_resume_off_stores_nothing_and_gives_the_same_result(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SAMREPRO_RESUME", "off")
+    reference, ref_report = _prune()
+    checkpoint = resume.RunCheckpoint({"run": "off"})
+    model, report = _prune(checkpoint)
+    assert checkpoint.evaluation("ptb", lambda: {"ppl": 3.0}) == {"ppl": 3.0}
+    assert not checkpoint.folder.exists()  # nothing written, not even the evaluation
+    assert report["matrices"] == ref_report["matrices"]
+    _assert_same_weights(model, reference)
+
+
+def test_resume_budget_stops_storing_and_resumes_from_the_last_stored_layer(tmp_path,
+                                                                            monkeypatch):
+    """A budget of one layer's weights and one set of layer inputs (fp32 bytes counted by hand
+    from the tiny OPT: 3 layers, hidden 64, fc 256, biases and 2 layer norms) and a half: layer
+    0 is stored, layer 1 is not; a run started again resumes after layer 0."""
+    monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path))
+    h, f = 64, 256
+    layer = 4 * (4 * h * h + 4 * h + h * f + f + f * h + h + 4 * h)  # attention, fc1, fc2, 2 norms
+    inputs = 4 * 4 * 16 * h  # 4 windows × 16 tokens × hidden, fp32
+    monkeypatch.setenv("SAMREPRO_RESUME", str((1.5 * layer + inputs) / 2**30))
+    reference, ref_report = _prune()
+    with pytest.warns(UserWarning, match="at layer 1: later layers are not stored"):
+        _prune(resume.RunCheckpoint({"run": "budget"}))
+    folder = resume.RunCheckpoint({"run": "budget"}).folder
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "inputs-001.safetensors", "layer-000.safetensors", "state.json"]
+    monkeypatch.setenv("SAMREPRO_RESUME", "on")
+    model, report = _prune(resume.RunCheckpoint({"run": "budget"}))
+    assert report["resumed_layers"] == [0]
+    assert report["matrices"] == ref_report["matrices"]
+    _assert_same_weights(model, reference)
+
+
+def test_resume_setting_must_be_on_off_or_a_size(monkeypatch):
+    from samrepro.errors import UserError
+
+    monkeypatch.setenv("SAMREPRO_RESUME", "sometimes")
+    with pytest.raises(UserError, match="on, off, or a number of GiB"):
+        resume.RunCheckpoint({"run": "x"})
