@@ -181,9 +181,10 @@ def test_entry_point_refuses_bad_input(tmp_path, data_dir, capsys):
 
 
 def test_the_plan_sets_the_gpus_per_process_and_refuses_what_cannot_fit(monkeypatch, capsys):
-    """On a node of 8 × 80 GB GPUs, one LLaMA-2-13B probe needs 3 of them (its memory model,
-    read off by hand in tests/test_plan.py: ~188 GiB): 2 processes fit, 8 do not; the entry
-    point says so in one line before loading anything."""
+    """On a node of 8 × 80 GB GPUs one LLaMA-2-13B probe, taken layer by layer, needs one of
+    them (~37 GiB: tests/test_plan.py checks the memory model): 8 processes fit, 9 do not; the
+    entry point says so in one line before loading anything. A probe that no GPU of the node
+    holds, even with its layers streamed (70B on 16 GB GPUs), is refused."""
     from samrepro import experiments, plan
     from samrepro.distributed import main, planned_gpus
     from samrepro.errors import UserError
@@ -191,22 +192,23 @@ def test_the_plan_sets_the_gpus_per_process_and_refuses_what_cannot_fit(monkeypa
 
     eight = plan.parse_gpus("8x80GB")
     shape = shape_of("meta-llama/Llama-2-13b-hf")
-    assert planned_gpus("13b", shape, 2048, torch.bfloat16, eight, 2) == (3, False)
+    assert planned_gpus("13b", shape, 2048, torch.bfloat16, eight, 8) == (1, False)
     assert planned_gpus("13b", shape, 2048, torch.bfloat16, eight, 1, per_process=4) == (4, False)
+    with pytest.raises(UserError, match="--nproc-per-node 8$"):
+        planned_gpus("13b", shape, 2048, torch.bfloat16, eight, 9)
     with pytest.raises(UserError, match="--nproc-per-node 2$"):
-        planned_gpus("13b", shape, 2048, torch.bfloat16, eight, 8)
-    with pytest.raises(UserError, match="--gpus-per-process 3$"):
-        planned_gpus("13b", shape, 2048, torch.bfloat16, eight, 1, per_process=2)
-    with pytest.raises(UserError, match="does not fit the 8 GPUs"):  # 70B: ~820 GiB
-        planned_gpus("70b", shape_of("meta-llama/Llama-2-70b-hf"), 2048, torch.bfloat16, eight, 1)
+        planned_gpus("13b", shape, 2048, torch.bfloat16, eight, 3, per_process=4)
+    with pytest.raises(UserError, match="does not fit the 8 GPUs"):
+        planned_gpus("70b", shape_of("meta-llama/Llama-2-70b-hf"), 2048, torch.bfloat16,
+                     plan.parse_gpus("8x16GB"), 1)
 
     monkeypatch.setattr(plan, "visible_gpus", lambda: eight)
     monkeypatch.setattr(experiments, "load", lambda *a: pytest.fail("loaded before the check"))
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "9")
     assert main(["--model", "meta-llama/Llama-2-13b-hf", "--dtype", "bfloat16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("samrepro: error:")
-    assert err[0].endswith("use torchrun --nproc-per-node 2")
+    assert err[0].endswith("use torchrun --nproc-per-node 8")
 
 
 def test_sizes_and_settings_default_to_the_preset_the_notebooks_use():
