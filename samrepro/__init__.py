@@ -9,7 +9,7 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     2 inputs: models, data
     3 per matrix: hessian, solver, sensitivity
     4 per model: allocation, pipeline, evaluate, resume, plan
-    5 a run: experiments
+    5 a run: experiments, checks
     6 over runs: claims, settings
     7 results: report, plots, verify
     8 tables: tables, standin

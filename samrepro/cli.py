@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
-from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, check_alpha, default_alpha, traces
+from . import __version__, checks
+from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, default_alpha, traces
 from .data import DATASETS, calibration_windows
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
-from .errors import UserError, check_sparsity
+from .errors import UserError
 from .hardware import DTYPES, default_device
 from .experiments import SAVE_MARK, RunConfig, load, prune_and_evaluate, sensitivity_for
 from .files import write_json
@@ -192,10 +192,13 @@ def _check_common_args(args) -> None:
         args.seqlen = default_seqlen(args.model, args.trust_remote_code)
     for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen),
                         ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
-    if getattr(args, "estimator", None) == "hutchinson" and args.probes < 2:
-        raise UserError(f"--probes must be at least 2 (for a standard error), got {args.probes}")
+        checks.at_least(value, 1, flag)
+    if getattr(args, "estimator", None) == "hutchinson":
+        checks.at_least(args.probes, 2, "--probes")  # 2: for a standard error
+        checks.positive(args.rel_tol, "--rel-tol")
+    if args.device is not None:
+        checks.device(args.device)
+    checks.folder(args.data_dir, "--data-dir")
 
 
 def _config(args, **overrides) -> RunConfig:
@@ -227,7 +230,7 @@ def _check_prune_args(args) -> tuple[float, int, int]:
     if args.sparsity is None and not args.nm:
         raise UserError("give --sparsity P (e.g. 0.5), or --nm N:M (e.g. 2:4)")
     # N:M is checked before N/M is used as the sparsity (4:4 must read as a bad N:M)
-    sparsity = 0.0 if args.sparsity is None else check_sparsity(args.sparsity)
+    sparsity = 0.0 if args.sparsity is None else checks.sparsity(args.sparsity, "--sparsity")
     check_args(sparsity, args.saliency, prune_n, prune_m, args.wbits)
     if args.sparsity is None:
         sparsity = prune_n / prune_m
@@ -236,13 +239,12 @@ def _check_prune_args(args) -> tuple[float, int, int]:
                         f"but --sparsity is {sparsity}: drop --sparsity or make them agree")
     if args.alpha is None:
         args.alpha = default_alpha(args.allocation)
-    check_alpha(args.alpha, sparsity, args.allocation, "--alpha")
+    checks.alpha(args.alpha, [sparsity], args.allocation, "--alpha")
     if args.allocation != "uniform" and args.nm:
         raise UserError("--nm fixes N of every M weights: it cannot be combined with a mixed "
                         "--allocation; use --allocation uniform")
     _check_common_args(args)
-    if args.eval_windows is not None and args.eval_windows < 1:
-        raise UserError(f"--eval-windows must be at least 1, got {args.eval_windows}")
+    checks.at_least(args.eval_windows, 1, "--eval-windows")
     if args.save:
         save = Path(args.save)  # a folder this same run wrote before it was interrupted is fine
         if save.exists() and any(save.iterdir()) and not (save / SAVE_MARK).exists():
@@ -331,9 +333,8 @@ def run_plan(args) -> tuple[str, list]:
     if args.lm_eval is not None:
         values["zero_shot_settings"] = args.lm_eval
     values["dtype"] = args.dtype
-    for key in ("nsamples", "seqlen", "probes", "batch_size"):
-        if values[key] < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}")
+    for key in ("nsamples", "seqlen", "probes", "batch_size", "eval_windows"):
+        checks.at_least(values[key], 1, f"--{key.replace('_', '-')}")
     if args.gpus is not None:
         machine = plan.Machine(plan.parse_gpus(args.gpus),
                                None if args.host_ram is None else args.host_ram * GIB)

@@ -197,3 +197,66 @@ def test_bin_weights_load_only_with_the_explicit_opt_in(tmp_path, data_dir):
     stored = torch.load(Path(args[1]) / "pytorch_model.bin", weights_only=True)
     assert torch.equal(model.model.layers[0].mlp.up_proj.weight,
                        stored["model.layers.0.mlp.up_proj.weight"])
+
+
+# ---- notebook parameters: checked as the CLI checks its flags (samrepro.checks) -------------
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _parameters_cell(name: str) -> str:
+    cells = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+    return next(c["source"] for c in cells if "parameters" in c["metadata"].get("tags", []))
+
+
+def _namespace(name: str, **given) -> dict:
+    """A notebook's globals after its parameters cell and papermill's injected cell."""
+    import ast
+
+    namespace = {"In": [], "Out": {}, "get_ipython": print, "__name__": "__main__"}
+    exec(compile(ast.parse(_parameters_cell(name)), name, "exec"), namespace)
+    namespace.update(given)
+    return namespace
+
+
+def test_each_notebooks_parameters_are_the_names_its_settings_know():
+    import ast
+
+    from samrepro.settings import PARAMETERS
+
+    for name, known in PARAMETERS.items():
+        tree = ast.parse(_parameters_cell(name))
+        assigned = [t.id for node in tree.body for t in node.targets]
+        assert assigned == list(known), name
+        assert all(ast.literal_eval(node.value) is None for node in tree.body), name
+
+
+@pytest.mark.parametrize("given, key, expected", [
+    ({"models": '["smoke-llama"]'}, "models", ["smoke-llama"]),  # papermill -p: a JSON string
+    ({"models": "[smoke-llama, smoke-opt]"}, "models", ["smoke-llama", "smoke-opt"]),  # YAML
+    ({"models": ["smoke-llama"]}, "models", ["smoke-llama"]),  # papermill -y: a list
+    ({"models": "smoke-llama"}, "models", ["smoke-llama"]),  # one name
+    ({"models": "smoke-opt,smoke-llama"}, "models", ["smoke-opt", "smoke-llama"]),
+    ({"sparsities": 0.6}, "sparsities", [0.6]),  # -p sparsities 0.6: papermill's float
+    ({"sparsities": "[0.5, 0.7]"}, "sparsities", [0.5, 0.7]),
+    ({}, "models", ["smoke-opt", "smoke-llama"]),  # the preset's
+])
+def test_list_parameters_take_a_list_a_json_or_yaml_string_or_one_value(given, key, expected):
+    from samrepro import settings
+
+    assert settings.notebook("table1", _namespace("table1", preset="smoke", **given),
+                             show=False)[key] == expected
+
+
+def test_the_regression_check_runs_only_for_the_stored_case():
+    from samrepro import settings
+
+    def skip(**given):
+        s = settings.notebook("table1", _namespace("table1", **given), show=False)
+        return settings.regression_skip(s)
+
+    assert skip(preset="smoke") is None
+    assert skip(preset="smoke", seeds=2, models="smoke-opt,smoke-llama") is None  # = the preset's
+    assert skip(preset="smoke", models='["smoke-llama"]') == "sets models"
+    assert skip(preset="smoke", seeds=3, alpha=0.05) == "sets seeds, alpha"
+    assert skip(preset="embedded") == "is at the embedded preset"
