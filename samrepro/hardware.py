@@ -48,7 +48,8 @@ def check_device(device) -> torch.device:
         raise UserError(f"unknown device {device!r}: use one of {', '.join(there)}") from None
     if found.type == "cuda" and not torch.cuda.is_available():
         why = "this torch is a CPU build" if torch.version.cuda is None else "no GPU is visible"
-        raise UserError(f"device {device!r} is not available ({why}): use one of {', '.join(there)}")
+        raise UserError(f"device {device!r} is not available ({why}): use one of "
+                        f"{', '.join(there)}")
     name = str(found) if found.index is not None or found.type != "cuda" else "cuda:0"
     if name not in there and found.type != "cpu":
         raise UserError(f"device {device!r} is not available on this machine: use one of "

@@ -55,7 +55,8 @@ PARAMETERS = {
     "figure3": ("preset", "models", "saliency", "allocation", *_TABLE, *_SIZES, *PLACES),
     "allocations": ("preset", "models", *_TABLE, *_SIZES, *PLACES),
 }
-# what a notebook's namespace holds besides its parameters: IPython's own names
+# what a notebook's namespace holds besides its parameters: IPython's own names (and
+# papermill's PAPERMILL_INPUT_PATH / _OUTPUT_PATH with --inject-paths)
 _IPYTHON = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
@@ -84,7 +85,8 @@ def notebook(name: str, namespace: dict, show: bool = True) -> dict:
 
     known = PARAMETERS[name]
     unknown = sorted(k for k, v in namespace.items()
-                     if k not in known and not k.startswith("_") and k not in _IPYTHON
+                     if k not in known and k not in _IPYTHON
+                     and not k.startswith(("_", "PAPERMILL_"))
                      and not isinstance(v, (types.ModuleType, types.FunctionType, type)))
     if unknown:
         raise UserError(f"{name} has no parameter {', '.join(map(repr, unknown))}: its "
