@@ -47,3 +47,32 @@ def embedded_tokenizer():
     from samrepro.models import embedded_checkpoint, load_tokenizer
 
     return load_tokenizer(str(embedded_checkpoint()))
+
+
+# Tests write only to temporary folders: a file the session adds to (or changes in) the
+# checkout fails the run, naming it (`git status` stays clean after `make test`).
+_ROOT = Path(__file__).resolve().parent
+
+
+def _tree_changes() -> set[str] | None:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                              cwd=_ROOT, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(done.stdout.splitlines()) if done.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    session.config._tree_before = _tree_changes()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_tree_before", None)
+    after = _tree_changes() if before is not None else None
+    if after is not None and after - before:
+        print(f"\nthe tests wrote into the checkout (they must use temporary folders): "
+              f"{sorted(after - before)[:10]}")
+        session.exitstatus = 1

@@ -10,13 +10,14 @@ layer or above (tests/test_layering.py reads this list and checks every import, 
     3 per matrix: hessian, solver, sensitivity
     4 per model: allocation, pipeline, evaluate, resume, plan
     5 estimates: estimators
-    6 a run's configuration: config
-    7 a run: experiments
-    8 over runs: claims, settings, export, plots
-    9 results: report, verify
-    10 tables: tables, standin, local
-    11 commands: cli, readme, lab
-    12 entry points over the commands: distributed, __main__
+    6 checks of values: checks
+    7 a run's configuration: config
+    8 a run: experiments
+    9 over runs: claims, settings, export, plots
+    10 results: report, verify
+    11 tables: tables, standin, local
+    12 commands: cli, readme, lab
+    13 entry points over the commands: distributed, __main__
 """
 
 __version__ = "0.1.0"

@@ -12,18 +12,18 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, checks
 from .allocation import ALLOCATIONS, ALPHA, OWL_LAMBDA, traces
 from .config import DISTRIBUTIONS
 from .data import DATASETS
 from .evaluate import SETTINGS, TASK_SOURCES, TASKS, check_tasks
 from .errors import UserError, check_sparsity
+from .estimators import estimator, sensitivity_estimators
 from .hardware import DTYPES
 from .experiments import SAVE_MARK, RunConfig, estimates_for, prune_and_evaluate
 from .files import write_json
 from .models import default_calibration, default_evaluation, default_seqlen
 from .provenance import versions
-from .estimators import sensitivity_estimators
 from .sensitivity import layer_sensitivity
 from .solver import SALIENCIES
 
@@ -207,6 +207,16 @@ def _outputs(p: argparse.ArgumentParser) -> None:
 def _check_common_args(args) -> None:
     if args.seqlen is None:  # not given: follows the model (2048, or its shorter context)
         args.seqlen = default_seqlen(args.model, args.trust_remote_code)
+    for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen),
+                        ("--batch-size", args.batch_size)):
+        checks.at_least(value, 1, flag)
+    if "probes" in estimator(getattr(args, "estimator", None) or RunConfig.estimator).settings:
+        checks.at_least(args.probes, 2, "--probes")  # 2: for a standard error
+        if args.rel_tol is not None:
+            checks.non_negative(args.rel_tol, "--rel-tol")
+    if args.device is not None:
+        checks.device(args.device)
+    checks.folder(args.data_dir, "--data-dir")
 
 
 def _config(args, **overrides) -> RunConfig:
@@ -349,9 +359,8 @@ def run_plan(args) -> tuple[str, list]:
     if args.lm_eval is not None:
         values["zero_shot_settings"] = args.lm_eval
     values["dtype"] = args.dtype
-    for key in ("nsamples", "seqlen", "probes", "batch_size"):
-        if values[key] < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}")
+    for key in ("nsamples", "seqlen", "probes", "batch_size", "eval_windows"):
+        checks.at_least(values[key], 1, f"--{key.replace('_', '-')}")
     if args.gpus is not None:
         machine = plan.Machine(plan.parse_gpus(args.gpus),
                                None if args.host_ram is None else args.host_ram * GIB)

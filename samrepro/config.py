@@ -7,12 +7,12 @@ come from. Bad values raise samrepro.errors.UserError naming the setting and wha
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
+from . import checks
 from .allocation import allocation, check_alpha
 from .data import DATASETS
-from .errors import UserError, check_sparsity
+from .errors import UserError
 from .estimators import estimator, sensitivity_estimators
 from .evaluate import SETTINGS, TASK_SOURCES, check_tasks
 from .hardware import DTYPES
@@ -62,10 +62,10 @@ class RunConfig:
         return self.alpha if self.alpha is not None else allocation(self.allocation).default_alpha
 
     def validate(self) -> None:
-        """Raise a UserError for the first setting that is not valid (the one check of each)."""
-        if not isinstance(self.model, str) or not self.model:
-            raise UserError(f"model must be a name, a hub id or a folder, got {self.model!r}")
-        check_sparsity(self.sparsity)
+        """Raise a UserError for the first setting that is not valid (samrepro.checks: the
+        same checks, with the same messages, as the CLI's flags and a notebook's parameters)."""
+        checks.model(self.model)
+        checks.sparsity(self.sparsity)
         prune_n, prune_m = self.nm or (0, 0)
         check_args(self.sparsity, self.saliency, prune_n, prune_m, self.wbits)
         rule = allocation(self.allocation)
@@ -74,37 +74,23 @@ class RunConfig:
         if self.nm and rule.mixed:
             raise UserError(f"N:M ({prune_n}:{prune_m}) fixes N of every M weights: it cannot be "
                             f"combined with the mixed allocation {self.allocation!r}; use uniform")
-        if self.estimator not in sensitivity_estimators():
-            raise UserError(f"unknown estimator {self.estimator!r}: choose from "
-                            f"{', '.join(sensitivity_estimators())}")
-        for name, values in (("calib", (self.calib,)), ("eval", self.eval)):
-            unknown = [v for v in values if v not in DATASETS]
-            if unknown:
-                raise UserError(f"{name}: unknown dataset {unknown[0]!r}; choose from "
-                                f"{', '.join(DATASETS)}")
-        for name in ("nsamples", "seqlen", "batch_size"):
-            _whole(name, getattr(self, name), 1)
-        for name in ("eval_windows", "num_layers", "limit"):
-            if getattr(self, name) is not None:
-                _whole(name, getattr(self, name), 1)
-        _whole("seed", self.seed, 0)
+        checks.choice(self.estimator, sensitivity_estimators(), "estimator")
+        for value in (self.calib, *self.eval):
+            checks.choice(value, DATASETS, "dataset")
+        for name in ("nsamples", "seqlen", "batch_size", "eval_windows", "num_layers", "limit"):
+            checks.at_least(getattr(self, name), 1, name)  # None: not limited
+        checks.at_least(self.seed, 0, "seed")
         if "probes" in estimator(self.estimator).settings:
-            _whole("probes", self.probes, 2, " (for a standard error)")
-        if isinstance(self.rel_tol, bool) or not isinstance(self.rel_tol, (int, float)) \
-                or math.isnan(self.rel_tol) or self.rel_tol < 0:
-            raise UserError(f"rel_tol must be a number ≥ 0, got {self.rel_tol!r}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise UserError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, "
-                            f"got {self.distribution!r}")
-        if self.dtype not in ("auto", *DTYPES):
-            raise UserError(f"dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}")
+            checks.at_least(self.probes, 2, "probes")  # 2: for a standard error
+            checks.non_negative(self.rel_tol, "rel_tol")
+        checks.choice(self.distribution, DISTRIBUTIONS, "distribution")
+        checks.choice(self.dtype, ("auto", *DTYPES), "dtype")
         if self.tasks:
             check_tasks(self.tasks, self.settings, self.limit)
-        elif any(s not in SETTINGS for s in self.settings):
-            raise UserError(f"settings must be of {', '.join(SETTINGS)}, got {self.settings!r}")
-        if self.task_source is not None and self.task_source not in TASK_SOURCES:
-            raise UserError(f"task_source must be one of {', '.join(TASK_SOURCES)}, "
-                            f"got {self.task_source!r}")
+        for name in self.settings:
+            checks.choice(name, tuple(SETTINGS), "zero-shot setting")
+        if self.task_source is not None:
+            checks.choice(self.task_source, TASK_SOURCES, "task_source")
 
     def key(self) -> dict:
         data = asdict(self)
@@ -115,8 +101,3 @@ class RunConfig:
             for name in ("tasks", "settings", "limit", "task_source"):
                 data.pop(name)
         return data
-
-
-def _whole(name: str, value, low: int, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"{name} must be a whole number ≥ {low}{why}, got {value!r}")

@@ -8,6 +8,10 @@ Every message says what is wrong and what to do about it.
 class UserError(Exception):
     """A problem in the user's input or environment, with the fix in its message."""
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython (a notebook, papermill) shows this one line instead of a traceback."""
+        return [f"UserError: {self}"]
+
 
 def check_sparsity(sparsity: float, what: str = "sparsity") -> float:
     """Return `sparsity` as a float, or raise if it is outside [0, 1)."""

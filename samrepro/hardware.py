@@ -23,7 +23,39 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def default_device(device=None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """`device` (checked: check_device), else cuda if present, else cpu."""
+    return check_device(device) if device else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def available_devices() -> list[str]:
+    """The devices this machine and this build of torch have: cpu, cuda:0 …, mps."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device) -> torch.device:
+    """`device` as a torch.device, or a UserError naming the devices there are (`cuda` on a
+    CPU build of torch, `cuda:7` on a machine with one GPU, `mps` off a Mac, a typo)."""
+    there = available_devices()
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {device!r}: use one of {', '.join(there)}") from None
+    if found.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is a CPU build" if torch.version.cuda is None else "no GPU is visible"
+        raise UserError(f"device {device!r} is not available ({why}): use one of "
+                        f"{', '.join(there)}")
+    name = str(found) if found.index is not None or found.type != "cuda" else "cuda:0"
+    if name not in there and found.type != "cpu":
+        raise UserError(f"device {device!r} is not available on this machine: use one of "
+                        f"{', '.join(there)}")
+    return found
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ from .files import write_json, write_text
 from .hardware import default_device, machine
 from .inputs import of as inputs_of
 from .provenance import code_hash, git_commit, versions, warn_if_versions_differ
-from .settings import SETTING_KEYS, results_dir
+from .settings import SETTING_KEYS, regression_skip, results_dir
 
 
 def paper_reference() -> dict:
@@ -46,7 +46,8 @@ IGNORED_COLUMNS = ("stderr",)  # Hutchinson's standard errors: checked through t
 
 
 def check_regression(s: dict, name: str, table, partial: bool = False) -> str:
-    """At the smoke preset, compare `table`'s numbers with tests/regression/<name>.json.
+    """At the smoke preset's own values, compare `table`'s numbers with
+    tests/regression/<name>.json; skipped, saying why, for any other run (regression_skip).
 
     The test suite runs every notebook at smoke; this is what makes a silent change of the
     numbers fail it. Set SAMREPRO_UPDATE_REGRESSION=1 to rewrite the stored values.
@@ -54,8 +55,10 @@ def check_regression(s: dict, name: str, table, partial: bool = False) -> str:
     Hutchinson traces; Table 3's accuracies on 2 documents, in %).
     `partial`: the table holds only the first rows of the stored one (e.g. the first model's).
     """
-    if s["preset"] != "smoke":
-        return "regression check: only at the smoke preset"
+    skip = regression_skip(s)
+    if skip:
+        return (f"regression check skipped: only at the smoke preset with its own values "
+                f"(those stored); this run {skip}")
     rtol, atol = TOLERANCES.get(name, DEFAULT_TOLERANCE)
     table = table.drop(columns=[c for c in IGNORED_COLUMNS if c in table.columns])
     path = Path(__file__).resolve().parents[1] / "tests" / "regression" / f"{name}.json"

@@ -1,11 +1,13 @@
 """A notebook's settings: its preset with the parameters cell's overrides, the run configs
 of its rows, and running them (through the cache).
 
-    s = settings.settings(preset, models=models, …)   # the notebooks' second cell
+    s = settings.notebook("table1", globals())  # the notebooks' second cell
     cfg = settings.config(s, "embedded", sparsity=0.5, allocation="paper")
     results = settings.run_all(s, [cfg, …])
 
-Where the results go (results_dir) is decided here too; samrepro.report writes them.
+The parameters are checked as the CLI checks its flags (samrepro.checks): a name the
+notebook does not have, or a bad value, is a one-line UserError. Where the results go
+(results_dir) is decided here too; samrepro.report writes them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import checks
 from .allocation import allocation
 from .errors import UserError
 from .experiments import RunConfig, run
@@ -38,21 +41,85 @@ def results_dir() -> Path:
     return checkout / "results" if (checkout / "pyproject.toml").exists() else Path("results")
 
 
+PLACES = ("device", "data_dir", "output_dir")  # where a run computes, reads and writes
+
+# Each notebook's parameters (its `parameters` cell; tests/test_bad_input.py checks the two
+# agree): what papermill's `-p name value` may set. Every value's default is the preset's.
+_SIZES = ("nsamples", "seqlen", "estimator", "probes", "seeds")
+_TABLE = ("sparsities", "alpha", "eval_windows")
+PARAMETERS = {
+    "table1": ("preset", "models", "allocation", *_TABLE, *_SIZES, *PLACES),
+    "table2": ("preset", "models", "saliency", "allocation", *_TABLE, *_SIZES, *PLACES),
+    "table3": ("preset", "models", "sparsities", "alpha", "saliency", "zero_shot_limit",
+               "zero_shot_settings", *_SIZES, *PLACES),
+    "table4": ("preset", "models", "saliency", "allocation", *_TABLE, *_SIZES, *PLACES),
+    "figure1": ("preset", "models", *_SIZES, *PLACES),
+    "figure2": ("preset", "models", *_SIZES, *PLACES),
+    "figure3": ("preset", "models", "saliency", "allocation", *_TABLE, *_SIZES, *PLACES),
+    "allocations": ("preset", "models", *_TABLE, *_SIZES, *PLACES),
+}
+# what a notebook's namespace holds besides its parameters: IPython's own names (and
+# papermill's PAPERMILL_INPUT_PATH / _OUTPUT_PATH with --inject-paths)
+_IPYTHON = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
 def settings(preset_name: str | None = None, **overrides) -> dict:
-    """The preset's values with every override that is not None applied."""
+    """The preset's values with every override that is not None applied, checked."""
     values = preset(preset_name)
-    unknown = set(overrides) - set(SETTING_KEYS) - {"device", "data_dir", "output_dir"}
+    unknown = set(overrides) - set(SETTING_KEYS) - set(PLACES)
     if unknown:
-        raise ValueError(f"unknown settings: {sorted(unknown)}")
+        raise UserError(f"unknown settings: {sorted(unknown)}")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if not isinstance(values["seeds"], int) or values["seeds"] < 1:
-        raise UserError(f"seeds must be a whole number ≥ 1 (calibration seeds 0 … seeds − 1), "
-                        f"got {values['seeds']!r}")
     values.setdefault("device", None)
     values.setdefault("data_dir", None)
+    checks.values(values)
     values["output_dir"] = values.get("output_dir") or results_dir()
     values["started"] = time.time()
     return values
+
+
+def notebook(name: str, namespace: dict, show: bool = True) -> dict:
+    """The settings of notebook `name` from its parameters (`namespace`: its globals() after
+    the parameters cell and papermill's injected one). A name the notebook has no parameter
+    for is refused, naming the ones it has; values are checked by settings(). At the paper
+    preset the plan comes first (placement, memory, time of each step; what cannot fit is
+    refused); `show` prints one line of what runs."""
+    import types
+
+    known = PARAMETERS[name]
+    unknown = sorted(k for k, v in namespace.items()
+                     if k not in known and k not in _IPYTHON
+                     and not k.startswith(("_", "PAPERMILL_"))
+                     and not isinstance(v, (types.ModuleType, types.FunctionType, type)))
+    if unknown:
+        raise UserError(f"{name} has no parameter {', '.join(map(repr, unknown))}: its "
+                        f"parameters are {', '.join(known)}")
+    values = {k: namespace.get(k) for k in known if k != "preset"}
+    s = settings(namespace.get("preset"), **values)
+    if s["preset"] == "paper":
+        from . import plan
+
+        plan.show(s, lm_eval=name == "table3")
+    if show:
+        sizes = ", ".join(f"{k} {s[k]}" for k in known if k in SETTING_KEYS)
+        print(f"{name} at the {s['preset']} preset: {sizes}")
+    return s
+
+
+def changed(s: dict) -> list[str]:
+    """The settings of `s` whose values are not its preset's (a notebook's overrides)."""
+    base = preset(s["preset"])
+    return [k for k in SETTING_KEYS if k in s and k in base and s[k] != base[k]]
+
+
+def regression_skip(s: dict) -> str | None:
+    """Why the stored regression values (tests/regression/: the smoke preset with its own
+    values) are not those of the run `s`; None when they are."""
+    if s["preset"] != "smoke":
+        return f"is at the {s['preset']} preset"
+    if changed(s):
+        return f"sets {', '.join(changed(s))}"
+    return None
 
 
 def config(s: dict, model_spec: str, **fields) -> RunConfig:

@@ -1,6 +1,7 @@
-"""One configuration (samrepro.config.RunConfig): each value is checked in one place, and every
-route (the CLI, a notebook's settings, the torchrun entry) meets the same check with the same
-one-line message before anything is loaded."""
+"""One configuration (samrepro.config.RunConfig): each value is checked by one function of
+samrepro.checks, and every route (the CLI, a notebook's settings, the torchrun entry) meets
+that check, with its message in the route's spelling (`--nsamples`, `nsamples`), before
+anything is loaded."""
 
 import traceback
 
@@ -24,15 +25,15 @@ BAD = [  # field, bad value, the message's words
     ("wbits", 1, "wbits"),
     ("calib", "pile", "unknown dataset"),
     ("eval", ("wikitext103",), "unknown dataset"),
-    ("nsamples", 0, "nsamples must be a whole number ≥ 1"),
-    ("seqlen", -5, "seqlen must be a whole number ≥ 1"),
-    ("batch_size", 0, "batch_size must be a whole number ≥ 1"),
-    ("eval_windows", 0, "eval_windows must be a whole number ≥ 1"),
-    ("seed", -1, "seed must be a whole number ≥ 0"),
-    ("probes", 1, "probes must be a whole number ≥ 2"),
+    ("nsamples", 0, "nsamples must be a whole number of at least 1"),
+    ("seqlen", -5, "seqlen must be a whole number of at least 1"),
+    ("batch_size", 0, "batch_size must be a whole number of at least 1"),
+    ("eval_windows", 0, "eval_windows must be a whole number of at least 1"),
+    ("seed", -1, "seed must be a whole number of at least 0"),
+    ("probes", 1, "probes must be a whole number of at least 2"),
     ("rel_tol", -0.5, "rel_tol must be a number ≥ 0"),
-    ("distribution", "uniform", "distribution must be one of"),
-    ("dtype", "int8", "dtype must be one of"),
+    ("distribution", "uniform", "unknown distribution"),
+    ("dtype", "int8", "unknown dtype"),
 ]
 
 
@@ -51,15 +52,15 @@ def test_good_values_pass_and_defaults_live_in_the_config():
     RunConfig(model="tiny-llama", allocation="uniform", nm=(2, 4))
 
 
-def _raised_in_config(error: BaseException) -> bool:
-    return any(frame.filename.endswith("config.py") and frame.name == "validate"
+def _raised_in_checks(error: BaseException) -> bool:
+    return any(frame.filename.endswith("checks.py")
                for frame in traceback.extract_tb(error.__traceback__))
 
 
 ROUTES = [  # flag and value; the notebook's settings override or run field; message words
-    (["--probes", "1"], {"probes": 1}, {}, "probes must be a whole number ≥ 2"),
-    (["--seed", "-3"], {}, {"seed": -3}, "seed must be a whole number ≥ 0"),
-    (["--nsamples", "0"], {"nsamples": 0}, {}, "nsamples must be a whole number ≥ 1"),
+    (["--probes", "1"], {"probes": 1}, {}, "probes must be a whole number of at least 2"),
+    (["--seed", "-3"], {}, {"seed": -3}, "seed must be a whole number of at least 0"),
+    (["--nsamples", "0"], {"nsamples": 0}, {}, "nsamples must be a whole number of at least 1"),
     (["--alpha", "0.9"], {"alpha": 0.9}, {}, "too wide"),
 ]
 
@@ -69,22 +70,24 @@ ROUTES = [  # flag and value; the notebook's settings override or run field; mes
 def test_every_route_meets_the_same_check(monkeypatch, capsys, tmp_path, flags, overrides,
                                           fields, words):
     """The CLI, a notebook's settings and the torchrun entry: one message, from
-    RunConfig.validate, before a model is loaded."""
+    samrepro.checks, before a model is loaded."""
     import samrepro.experiments as experiments
 
     monkeypatch.setattr(experiments, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
-    s = settings.settings("smoke", models=["tiny-llama"], estimator="hutchinson", **overrides)
     with pytest.raises(UserError) as caught:
+        s = settings.settings("smoke", models=["tiny-llama"], estimator="hutchinson",
+                              **overrides)
         settings.config(s, "tiny-llama", sparsity=0.5, allocation="exact", **fields)
     message = str(caught.value)
-    assert words in message and _raised_in_config(caught.value)
+    assert words in message and _raised_in_checks(caught.value)
 
     common = ["--model", "tiny-llama", "--seqlen", "16", *flags]
     out = tmp_path / "out.json"
     assert cli_main(["prune", *common, "--sparsity", "0.5", "--allocation", "exact",
                      "--json", str(out)]) == 2
-    assert capsys.readouterr().err.strip() == f"samrepro: error: {message}"
+    assert capsys.readouterr().err.strip().replace("--", "") == f"samrepro: error: {message}"
     if "--alpha" not in flags:  # the torchrun entry prunes nothing: it has no α
         assert torchrun_main([*common, "--json", str(out)]) == 2
-        assert capsys.readouterr().err.strip() == f"samrepro: error: {message}"
+        assert capsys.readouterr().err.strip().replace("--", "") == \
+            f"samrepro: error: {message}"
     assert not out.exists()

@@ -42,3 +42,60 @@ def test_the_run_identity_names_the_resolved_dtype(monkeypatch):
     fp32 = on_device(RunConfig(model="tiny-llama", dtype="float32"), torch.device("cpu"))
     assert auto.key()["dtype"] == "bfloat16" and fp32.key()["dtype"] == "float32"
     assert auto.key() != fp32.key()
+
+
+def _gpus(monkeypatch, count: int, cuda_build: bool = True):
+    """Pretend this torch sees `count` GPUs (a CUDA build) or is a CPU build."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.version, "cuda", "12.1" if cuda_build else None)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("device, gpus, cuda_build, message", [
+    ("cuda", 0, False, "device 'cuda' is not available (this torch is a CPU build): use one of cpu"),
+    ("cuda:0", 0, True, "device 'cuda:0' is not available (no GPU is visible): use one of cpu"),
+    ("cuda:7", 1, True, "device 'cuda:7' is not available on this machine: use one of cpu, cuda:0"),
+    ("cuda:2", 2, True, "use one of cpu, cuda:0, cuda:1"),
+    ("mps", 0, False, "device 'mps' is not available on this machine: use one of cpu"),
+    ("gpu", 0, False, "unknown device 'gpu': use one of cpu"),
+])
+def test_a_device_that_is_not_there_is_one_line_naming_those_that_are(monkeypatch, device, gpus,
+                                                                      cuda_build, message):
+    from samrepro.hardware import check_device, default_device
+
+    _gpus(monkeypatch, gpus, cuda_build)
+    for check in (check_device, default_device):
+        with pytest.raises(UserError) as error:
+            check(device)
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_devices_that_are_there_are_kept(monkeypatch):
+    from samrepro.hardware import check_device, default_device
+
+    _gpus(monkeypatch, 2)
+    assert [str(check_device(d)) for d in ("cpu", "cuda", "cuda:1")] == ["cpu", "cuda", "cuda:1"]
+    assert str(default_device()) == "cuda"
+    _gpus(monkeypatch, 0, cuda_build=False)
+    assert str(default_device()) == "cpu"
+
+
+@pytest.mark.parametrize("route", ["prune", "sensitivity", "torchrun", "notebook"])
+def test_every_route_refuses_a_missing_gpu_in_one_line(monkeypatch, capsys, tmp_path, route):
+    """`--device cuda` on a CPU build: exit 2 and one line (commands), a UserError (notebooks)."""
+    from samrepro import cli, distributed, settings
+
+    _gpus(monkeypatch, 0, cuda_build=False)
+    base = ["--model", "tiny-llama", "--device", "cuda", "--json", str(tmp_path / "out.json")]
+    if route == "notebook":
+        with pytest.raises(UserError, match="device 'cuda' is not available"):
+            settings.notebook("figure1", {"preset": "smoke", "device": "cuda"}, show=False)
+        return
+    if route == "torchrun":
+        code = distributed.main(base)
+    else:
+        code = cli.main([route, *base, *(["--sparsity", "0.5"] if route == "prune" else [])])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "device 'cuda' is not available" in err, err
+    assert not (tmp_path / "out.json").exists()

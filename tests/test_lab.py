@@ -81,6 +81,13 @@ def test_jupyterlab_starts_headless_lists_the_notebooks_and_stops(tmp_path):
         specs = json.loads(body)
         assert status == 200 and "python3" in specs["kernelspecs"]  # the notebooks' kernel
 
+        # the news toast is not shown: news and update checks default to never (lab.SETTINGS)
+        status, body = _get(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:"
+                            f"notification?token={token}")
+        schema = json.loads(body)["schema"]["properties"]
+        assert status == 200 and schema["fetchNews"]["default"] == "false", schema
+        assert schema["checkForUpdates"]["default"] is False
+
         with pytest.raises(urllib.error.HTTPError):  # and nobody else's: a token is needed
             _get(f"{base}/api/contents")
     finally:

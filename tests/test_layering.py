@@ -74,9 +74,9 @@ def _copy(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("line, edge", [
-    ("    from .cli import main\n", "solver (3) → cli (11)"),  # up, inside a function
+    ("    from .cli import main\n", "solver (3) → cli (12)"),  # up, inside a function
     ("from . import pipeline\n", "solver (3) → pipeline (4)"),  # up, at the top
-    ("import samrepro.experiments\n", "solver (3) → experiments (7)"),  # up, absolute
+    ("import samrepro.experiments\n", "solver (3) → experiments (8)"),  # up, absolute
     ("from samrepro.hessian import HessianAccumulator\n", "solver (3) → hessian (3)"),  # sideways
 ])
 def test_the_check_finds_a_bad_edge(tmp_path, line, edge):

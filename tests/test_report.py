@@ -119,9 +119,11 @@ def test_a_too_wide_alpha_is_refused_before_any_run():
     from samrepro.errors import UserError
     from samrepro.experiments import run
 
-    s = settings.settings("smoke", models=["tiny-opt"], alpha=0.6)
+    with pytest.raises(UserError, match="too wide"):  # the settings refuse it (checks.alpha)
+        settings.settings("smoke", models=["tiny-opt"], alpha=0.6)
+    s = settings.settings("smoke", models=["tiny-opt"])
     with pytest.raises(UserError, match="too wide"):
-        run(settings.config(s, "tiny-opt", sparsity=0.5, allocation="paper"))
+        run(settings.config(s, "tiny-opt", sparsity=0.5, allocation="paper", alpha=0.6))
 
 
 def test_regression_atol_forgives_small_moves_near_zero_only(tmp_path, monkeypatch):
@@ -167,20 +169,26 @@ def test_written_tables_mark_cells_not_evaluated(tmp_path):
     assert json.loads((folder / "t.json").read_text())["rows"][0]["c4"] == 32.32
 
 
-def test_every_table_and_figure_notebook_plans_first_at_the_paper_preset():
+def test_every_table_and_figure_notebook_plans_first_at_the_paper_preset(monkeypatch):
     """Issue 19: at the paper preset a notebook prints the plan (and refuses what cannot fit)
-    in its settings cell, before any run."""
+    in its settings cell, before any run: every notebook's settings cell is settings.notebook,
+    which shows the plan at the paper preset only."""
     import json
     from pathlib import Path
 
+    from samrepro import plan
+
+    shown = []
+    monkeypatch.setattr(plan, "show", lambda s, lm_eval: shown.append((s["preset"], lm_eval)))
     folder = Path(__file__).resolve().parents[1] / "notebooks"
     for path in sorted(folder.glob("*.ipynb")):
         if path.stem == "walkthrough":
             continue
         cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
-        settings_cell = next("".join(c["source"]) for c in cells
-                             if "settings.settings(" in "".join(c["source"]))
-        assert 'if s["preset"] == "paper"' in settings_cell and "plan.show(s" in settings_cell, path.name
+        assert f'settings.notebook("{path.stem}", globals())' in "".join(cells[1]["source"])
+        for preset in ("paper", "smoke"):
+            settings.notebook(path.stem, {"preset": preset}, show=False)
+        assert shown.pop() == ("paper", path.stem == "table3") and not shown, path.name
 
 
 def test_tidy_notebook_keeps_the_last_redraw_of_each_progress_bar_line(tmp_path):
