@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from .data import data_dir as resolve_data_dir
 from .errors import UserError
-from .memory import LOSS_CHUNK  # positions whose fp32 logits over the vocabulary are held
+
+LOSS_CHUNK = 128  # positions whose fp32 logits over the vocabulary token_nll holds at once
 
 
 def token_nll(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ model's weights and forwards use it: Hessians and the solver stay in fp32 (hessi
 
 from __future__ import annotations
 
-import os
 import platform
 from functools import lru_cache
 
@@ -123,23 +122,3 @@ def machine() -> dict:
 
 def _cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or "unknown"
-
-
-RESUME = "SAMREPRO_RESUME"  # resume.py: how much disk its checkpoints may take
-
-
-def resume_budget() -> float | None:
-    """Bytes the layer checkpoints of a run may take: None for no limit (`on`, unset), 0 for
-    none at all (`off`), else SAMREPRO_RESUME GiB."""
-    value = os.environ.get(RESUME, "on").strip().lower()
-    if value in ("on", ""):
-        return None
-    if value == "off":
-        return 0.0
-    try:
-        gib = float(value)
-    except ValueError:
-        gib = -1.0
-    if gib < 0:
-        raise UserError(f"{RESUME}={value!r}: use on, off, or a number of GiB (e.g. 20)")
-    return gib * 2**30

@@ -93,7 +93,6 @@ DOT_ELEMENTS = 2 ** 22  # elements of each fp32 temporary of its zᵀHz reductio
 # logits, their fp32 copy and the log-softmax.
 INFERENCE_SAVED = {"hidden": 6.0, "intermediate": 3.0}
 INFERENCE_LOGITS = 3.0
-LOSS_CHUNK = 128  # positions whose logits evaluate.token_nll holds at once
 
 
 @dataclass(frozen=True)
@@ -301,7 +300,7 @@ def hutchinson_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devic
 def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: int = 1,
                     loss_chunk: int | None = None) -> dict:
     """Bytes of a forward without gradient on one batch of windows: lm-eval's, whose logits
-    cover every position, or with `loss_chunk` (LOSS_CHUNK) perplexity's, whose LM head and
+    cover every position, or with `loss_chunk` (evaluate.LOSS_CHUNK) perplexity's, whose LM head and
     loss run that many positions at a time (evaluate.token_nll)."""
     b = _bytes(dtype)
     tokens = batch_size * seqlen

@@ -449,7 +449,7 @@ def plan_model(spec: str, machine: Machine, nsamples: int = 128, seqlen: int = 2
 def resume_disk(shape, nsamples: int, seqlen: int, element_bytes: int) -> float:
     """Disk the pruning pass's resume checkpoints take at most: every pruned decoder layer and
     one set of layer inputs (nsamples × seqlen × hidden), within the SAMREPRO_RESUME budget."""
-    from .hardware import resume_budget
+    from .resume import resume_budget
 
     full = element_bytes * (shape.layers * shape.layer_parameters()
                             + nsamples * seqlen * shape.hidden)

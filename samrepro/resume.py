@@ -46,9 +46,28 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from .cache import digest
-from .hardware import RESUME, resume_budget
-from .files import write_bytes, write_json
-from .files import cache_dir
+from .errors import UserError
+from .files import cache_dir, write_bytes, write_json
+
+RESUME = "SAMREPRO_RESUME"  # how much disk the layer checkpoints may take
+
+
+def resume_budget() -> float | None:
+    """Bytes the layer checkpoints of a run may take: None for no limit (`on`, unset), 0 for
+    none at all (`off`), else SAMREPRO_RESUME GiB."""
+    value = os.environ.get(RESUME, "on").strip().lower()
+    if value in ("on", ""):
+        return None
+    if value == "off":
+        return 0.0
+    try:
+        gib = float(value)
+    except ValueError:
+        gib = -1.0
+    if gib < 0:
+        raise UserError(f"{RESUME}={value!r}: use on, off, or a number of GiB (e.g. 20)")
+    return gib * 2**30
+
 
 FORMAT = 1  # bump when the layout or meaning of checkpoints changes
 

@@ -77,7 +77,8 @@ for name, layers, what, n, s, b in json.loads(sys.argv[1]):
     e = estimate_memory(model.config, n, s, 1e12, torch.float32, batch_size=b, probe_batch=b,
                         overhead_bytes=0)
     if what == "perplexity":
-        from samrepro.memory import LOSS_CHUNK, inference_parts, shape_of
+        from samrepro.evaluate import LOSS_CHUNK
+        from samrepro.memory import inference_parts, shape_of
         part = {"parts": inference_parts(shape_of(model.config), s, torch.float32, b,
                                          loss_chunk=LOSS_CHUNK)}
     else:
