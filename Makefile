@@ -10,7 +10,7 @@
 #   make verify NOTEBOOK=table1   re-run a committed result and check it against its intervals
 #                                 (SEEDS=3: fewer calibration seeds than were committed)
 #   make lab        JupyterLab on notebooks/, with the .venv's Python as the kernel (offline)
-#   make readme     rewrite the README's generated blocks from results/ (samrepro.readme)
+#   make readme     rewrite the README's generated blocks from results/ (samrepro.study.readme)
 # torch comes from TORCH_INDEX (the CPU build) when that index answers, else from pip's own
 # configuration (a mirror, a local wheel); on Linux PyPI's torch is the CUDA build, several
 # GB: `make setup TORCH_INDEX=` asks for it. GPU machines: docs/install.md.
@@ -58,22 +58,22 @@ test: setup
 # e.g. make lab LAB_ARGS="--no-browser --port 8899".
 LAB_ARGS ?=
 lab: setup
-	$(RUN_IN_VENV) $(BIN)/python -m samrepro.lab --notebook-dir notebooks $(LAB_ARGS)
+	$(RUN_IN_VENV) $(BIN)/python -m samrepro.commands.lab --notebook-dir notebooks $(LAB_ARGS)
 
 readme: setup
-	$(BIN)/python -m samrepro.readme
+	$(BIN)/python -m samrepro.study.readme
 
 # A notebook's run goes to results/local/<preset>/, never over the committed results. papermill
-# passes the kernel's stderr (one progress line a run, samrepro.progress) to the terminal.
+# passes the kernel's stderr (one progress line a run, samrepro.study.progress) to the terminal.
 LOCAL := $(abspath results/local)
 $(NOTEBOOKS): setup
 	mkdir -p $(LOCAL)/$(PRESET)
 	$(RUN_IN_VENV) $(BIN)/papermill --cwd notebooks --no-progress-bar --stderr-file /dev/stderr \
 		notebooks/$@.ipynb $(LOCAL)/$(PRESET)/$@.ipynb -p preset $(PRESET) -p output_dir $(LOCAL)
-	$(BIN)/python -c 'import sys; from samrepro.report import tidy_notebook; tidy_notebook(sys.argv[1])' \
+	$(BIN)/python -c 'import sys; from samrepro.study.report import tidy_notebook; tidy_notebook(sys.argv[1])' \
 		$(LOCAL)/$(PRESET)/$@.ipynb
 	@if [ -f results/$(PRESET)/$@.json ] && [ -f $(LOCAL)/$(PRESET)/$@.json ]; then \
-		$(BIN)/python -m samrepro.local compare $@ --preset $(PRESET); fi
+		$(BIN)/python -m samrepro.study.local compare $@ --preset $(PRESET); fi
 
 notebooks: $(NOTEBOOKS)
 
@@ -85,7 +85,7 @@ verify: setup
 # Your run of a notebook (make table1: results/local/) against the committed one, by the same
 # rule; exit status 1 when they contradict each other. promote: make it the committed one.
 compare: setup
-	$(BIN)/python -m samrepro.local compare $(NOTEBOOK) --preset $(PRESET) --strict
+	$(BIN)/python -m samrepro.study.local compare $(NOTEBOOK) --preset $(PRESET) --strict
 
 promote: setup
-	$(BIN)/python -m samrepro.local promote $(NOTEBOOK) --preset $(PRESET)
+	$(BIN)/python -m samrepro.study.local promote $(NOTEBOOK) --preset $(PRESET)

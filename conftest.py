@@ -14,7 +14,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 _kept = Path(os.environ.get("SAMREPRO_CACHE_DIR") or Path(tempfile.gettempdir()) / "samrepro-test-cache")
 _session = Path(tempfile.mkdtemp(prefix="samrepro-tests-"))
 os.environ["SAMREPRO_CACHE_DIR"] = str(_kept)
-from samrepro.models import embedded_checkpoint  # noqa: E402
+from samrepro.io.models import embedded_checkpoint  # noqa: E402
 
 (_session / "smollm2-135m").symlink_to(embedded_checkpoint())
 os.environ["SAMREPRO_CACHE_DIR"] = str(_session)
@@ -44,7 +44,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_tokenizer():
-    from samrepro.models import embedded_checkpoint, load_tokenizer
+    from samrepro.io.models import embedded_checkpoint, load_tokenizer
 
     return load_tokenizer(str(embedded_checkpoint()))
 

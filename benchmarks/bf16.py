@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from samrepro.data import calibration_windows
-from samrepro.hardware import DTYPES, machine
-from samrepro.models import load_model, prunable_linears
-from samrepro.pipeline import prune_model
-from samrepro.sensitivity import _OnlyWeightsTrainable, probe_row
-from samrepro.solver import prune_weight
+from samrepro.io.data import calibration_windows
+from samrepro.machine.hardware import DTYPES, machine
+from samrepro.io.models import load_model, prunable_linears
+from samrepro.method.pipeline import prune_model
+from samrepro.method.sensitivity import _OnlyWeightsTrainable, probe_row
+from samrepro.method.solver import prune_weight
 
 
 def timed(f) -> float:

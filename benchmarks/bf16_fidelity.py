@@ -6,7 +6,7 @@ Runs the dense model, SparseGPT (uniform OBS) and the method (the preset's salie
 allocation, its sensitivity estimated anew in each dtype) on the embedded model in float32
 and in bfloat16, with the same calibration seeds and evaluation windows, through the run
 cache (so the bf16 runs the notebooks made are reused). Prints per arm and stream each
-dtype's perplexity with its 95% interval over seeds and windows (samrepro.stats), whether the
+dtype's perplexity with its 95% interval over seeds and windows (samrepro.study.stats), whether the
 bf16 mean falls inside the fp32 interval, and the paired change bf16/fp32 − 1 with its
 interval. Needs SAMREPRO_DATA_DIR (or the hub). At the embedded preset on a 2-core CPU
 without AMX, 3 seeds took 35 minutes (the fp32 arms; results/embedded/TIMINGS.md).
@@ -14,10 +14,10 @@ without AMX, 3 seeds took 35 minutes (the fp32 arms; results/embedded/TIMINGS.md
 
 import argparse
 
-from samrepro.claims import window_nll
-from samrepro.settings import settings
-from samrepro.stats import perplexity_interval, relative_change
-from samrepro.tables import run_arms
+from samrepro.study.claims import window_nll
+from samrepro.study.settings import settings
+from samrepro.study.stats import perplexity_interval, relative_change
+from samrepro.study.tables import run_arms
 
 
 def main() -> None:

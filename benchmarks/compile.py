@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from samrepro.hardware import DTYPES, resolve_dtype
-from samrepro.models import load_model
+from samrepro.machine.hardware import DTYPES, resolve_dtype
+from samrepro.io.models import load_model
 
 
 def timed(f):

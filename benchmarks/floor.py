@@ -70,14 +70,15 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=8, help="evaluation windows timed")
     args = parser.parse_args()
 
-    from samrepro.data import calibration_windows, eval_stream
-    from samrepro.evaluate import perplexity
-    from samrepro.experiments import EVAL_BATCH
-    from samrepro.hardware import DTYPES, has_amx, machine, resolve_dtype
-    from samrepro.memory import forward_flops, prune_flops, shape_of
-    from samrepro.models import load_model, prunable_linears
-    from samrepro.pipeline import prune_model
-    from samrepro.sensitivity import _OnlyWeightsTrainable, draw_probe, hutchinson, probe_row
+    from samrepro.io.data import calibration_windows, eval_stream
+    from samrepro.io.evaluate import perplexity
+    from samrepro.study.experiments import EVAL_BATCH
+    from samrepro.machine.hardware import DTYPES, has_amx, machine, resolve_dtype
+    from samrepro.machine.memory import forward_flops, prune_flops, shape_of
+    from samrepro.io.models import load_model, prunable_linears
+    from samrepro.method.pipeline import prune_model
+    from samrepro.method.sensitivity import (_OnlyWeightsTrainable, draw_probe, hutchinson,
+                                                 probe_row)
 
     t = TABLE1
     r = rates()

@@ -73,8 +73,8 @@ def step_environment(ctx) -> dict:
 
     import torch
 
-    from samrepro import plan
-    from samrepro.provenance import versions
+    from samrepro.machine import plan
+    from samrepro.io.provenance import versions
 
     found = {"python": platform.python_version(), "versions": versions(),
              "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
@@ -121,7 +121,8 @@ def step_plan(ctx) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from real_configs import PUBLISHED_MILLIONS
 
-    from samrepro import cli, plan
+    from samrepro.commands import cli
+    from samrepro.machine import plan
 
     out = Path(ctx["out"])
     folders = _config_folders(out)
@@ -157,10 +158,10 @@ def _ptb_run(name: str, dtype, device: str, batch_size: int, ctx, windows=None):
     """(masks, perplexity, windows) of `name` pruned uniformly to 50% (OBS) on `device`."""
     import torch
 
-    from samrepro.data import calibration_windows, eval_stream
-    from samrepro.evaluate import perplexity
-    from samrepro.models import load_model, model_context, prunable_linears
-    from samrepro.pipeline import prune_model
+    from samrepro.io.data import calibration_windows, eval_stream
+    from samrepro.io.evaluate import perplexity
+    from samrepro.io.models import load_model, model_context, prunable_linears
+    from samrepro.method.pipeline import prune_model
 
     sz = ctx["sizes"]
     seqlen = min(sz["seqlen"], model_context(name))
@@ -217,9 +218,9 @@ def step_prune(ctx) -> dict:
 def step_hutchinson(ctx) -> dict:
     import torch
 
-    from samrepro.data import calibration_windows
-    from samrepro.models import load_model
-    from samrepro.sensitivity import hutchinson, spearman
+    from samrepro.io.data import calibration_windows
+    from samrepro.io.models import load_model
+    from samrepro.method.sensitivity import hutchinson, spearman
 
     sz, device, found = ctx["sizes"], ctx["device"], {}
     for name in ("smoke-llama", "smoke-opt"):
@@ -250,7 +251,7 @@ def _real_width(short: str, hidden: int | None, device: str, dtype):
     """A 2-layer model with the real shapes of `short` (random weights), built on `device`."""
     import torch
 
-    from samrepro.models import tiny_like
+    from samrepro.io.models import tiny_like
 
     sys.path.insert(0, str(REPO / "tests"))
     from real_configs import CONFIGS
@@ -272,11 +273,11 @@ def _real_width(short: str, hidden: int | None, device: str, dtype):
 def step_memory(ctx) -> dict:
     import torch
 
-    from samrepro import plan
-    from samrepro.memory import measure_peak
-    from samrepro.models import prunable_linears
-    from samrepro.pipeline import prune_model
-    from samrepro.sensitivity import hutchinson
+    from samrepro.machine import plan
+    from samrepro.machine.memory import measure_peak
+    from samrepro.io.models import prunable_linears
+    from samrepro.method.pipeline import prune_model
+    from samrepro.method.sensitivity import hutchinson
 
     sz, device, dry = ctx["sizes"], ctx["device"], ctx["dry"]
     machine = plan.this_machine(device)
@@ -333,15 +334,15 @@ def step_memory(ctx) -> dict:
 
 
 def step_torchrun(ctx) -> dict:
-    from samrepro.files import cache_dir
-    from samrepro.settings import config, run_all, settings
+    from samrepro.io.files import cache_dir
+    from samrepro.study.settings import config, run_all, settings
 
     sz = ctx["sizes"]
     name, seqlen, n, probes = "smoke-llama", min(sz["seqlen"], 128), sz["nsamples"], sz["probes"]
     s = settings("smoke", models=[name], nsamples=n, seqlen=seqlen, eval_windows=2,
                  estimator="hutchinson", probes=probes, seeds=1, device=ctx["device"])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-           "-m", "samrepro.distributed", "--model", name, "--nsamples", str(n), "--seqlen",
+           "-m", "samrepro.commands.distributed", "--model", name, "--nsamples", str(n), "--seqlen",
            str(seqlen), "--probes", str(probes), "--rel-tol", str(s["rel_tol"]), "--quiet",
            "--json", str(Path(ctx["out"]) / "torchrun-estimate.json")]
     started = time.perf_counter()
@@ -364,7 +365,7 @@ def step_torchrun(ctx) -> dict:
 
 
 def step_table1(ctx) -> dict:
-    from samrepro.models import _embedded_gguf_file
+    from samrepro.io.models import _embedded_gguf_file
     from samrepro.errors import UserError
 
     if importlib.util.find_spec("papermill") is None:
@@ -401,7 +402,7 @@ def step_table1(ctx) -> dict:
 
 def run_step(name: str, out: Path, dry: bool) -> int:
     """In the step's own process: run it and write OUTDIR/steps/NAME.json."""
-    from samrepro.files import write_json
+    from samrepro.io.files import write_json
 
     ctx = {"dry": dry, "out": str(out), "device": "cpu" if dry else "cuda", "sizes": sizes(dry)}
     target = out / "steps" / f"{name}.json"
@@ -462,7 +463,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         env["CUDA_VISIBLE_DEVICES"] = ""
     sys.path.insert(0, str(REPO))
-    from samrepro.files import write_json
+    from samrepro.io.files import write_json
 
     report = {"dry_run": args.dry_run, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "python": sys.executable, "data_dir": os.environ.get("SAMREPRO_DATA_DIR"),

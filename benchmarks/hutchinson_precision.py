@@ -12,10 +12,10 @@ import argparse
 
 import torch
 
-from samrepro.data import calibration_windows
-from samrepro.hardware import DTYPES
-from samrepro.models import load_model
-from samrepro.sensitivity import hutchinson, spearman
+from samrepro.io.data import calibration_windows
+from samrepro.machine.hardware import DTYPES
+from samrepro.io.models import load_model
+from samrepro.method.sensitivity import hutchinson, spearman
 
 
 def main() -> None:

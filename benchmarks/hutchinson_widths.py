@@ -25,7 +25,8 @@ def measure(name: str, layers: int, seqlen: int, dtype_name: str) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from samrepro import memory, sensitivity
+    from samrepro.machine import memory
+    from samrepro.method import sensitivity
 
     dtype = getattr(torch, dtype_name)
     fields = {**memory.PAPER_MODELS[name], "num_hidden_layers": layers,

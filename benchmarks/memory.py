@@ -36,21 +36,21 @@ def peak_mib() -> float:
 def stage(name: str, dtype: str, probe_seqlen: int = 512) -> dict:
     import torch
 
-    from samrepro.hardware import DTYPES, resolve_dtype
-    from samrepro.models import load_model
+    from samrepro.machine.hardware import DTYPES, resolve_dtype
+    from samrepro.io.models import load_model
 
     torch.manual_seed(0)
     resolved = resolve_dtype(dtype, torch.device("cpu"))
     started = time.perf_counter()
     if name == "run":
-        from samrepro.experiments import RunConfig, run
+        from samrepro.study.experiments import RunConfig, run
 
         config = RunConfig(model="embedded", sparsity=0.5, saliency="isc", allocation="paper",
                            nsamples=16, seqlen=512, eval=("wikitext2", "ptb", "c4"),
                            eval_windows=32, probes=16, rel_tol=0.2, dtype=dtype)
         run(config, progress=False)
         return {"seconds": time.perf_counter() - started, "dtype": resolved}
-    from samrepro.memory import measure_peak
+    from samrepro.machine.memory import measure_peak
 
     model, tokenizer = load_model("embedded", DTYPES[resolved])
     model.eval()
@@ -62,22 +62,22 @@ def stage(name: str, dtype: str, probe_seqlen: int = 512) -> dict:
 
 def work(name: str, model, tokenizer, probe_seqlen: int) -> None:
     """A stage's work on the loaded model."""
-    from samrepro.data import calibration_windows, eval_stream
-    from samrepro.evaluate import perplexity
+    from samrepro.io.data import calibration_windows, eval_stream
+    from samrepro.io.evaluate import perplexity
 
     if name == "evaluate":
         ids, _ = eval_stream("wikitext2", tokenizer, 512)
         perplexity(model, ids, 512, 8, batch_size=4, progress=False)
     elif name == "prune":
-        from samrepro.pipeline import prune_model
+        from samrepro.method.pipeline import prune_model
 
-        from samrepro.models import prunable_linears
+        from samrepro.io.models import prunable_linears
 
         windows, _ = calibration_windows("c4", tokenizer, 16, 512, seed=0)
         prune_model(model, windows, {name: 0.5 for name in prunable_linears(model)},
                     saliency="obs", progress=False)
     elif name.startswith("hutchinson"):
-        from samrepro import sensitivity
+        from samrepro.method import sensitivity
 
         windows, _ = calibration_windows("c4", tokenizer, 1, probe_seqlen, seed=0)
         row = (sensitivity.probe_row_whole_model if name.endswith("whole-model")

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from samrepro.data import calibration_windows
-from samrepro.models import load_model, prunable_linears
-from samrepro.pipeline import prune_model
-from samrepro.solver import prune_weight
+from samrepro.io.data import calibration_windows
+from samrepro.io.models import load_model, prunable_linears
+from samrepro.method.pipeline import prune_model
+from samrepro.method.solver import prune_weight
 
 
 def rss_mib() -> float:

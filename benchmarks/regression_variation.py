@@ -8,7 +8,7 @@ enough to be split), and with 2 threads on AVX2 kernels (ATEN_CPU_CAPABILITY, ON
 and MKL_ENABLE_INSTRUCTIONS capped at AVX2: other microkernels and another bf16 product path
 in every matmul, however small, which is what another CPU of this kind changes). Prints, per
 table, the largest relative move of any cell against the first run and the cell it was in, so
-that each tolerance in samrepro.report.TOLERANCES can be set from a measurement
+that each tolerance in samrepro.study.report.TOLERANCES can be set from a measurement
 (tests/regression/README.md records them).
 """
 
@@ -26,8 +26,8 @@ def compute(tables: list[str], threads: int, out: Path) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from samrepro import report, settings
-    from samrepro import tables as builders
+    from samrepro.study import report, settings
+    from samrepro.study import tables as builders
 
     s = settings.settings("smoke", output_dir=str(out.parent / "results"))
     found = {}

@@ -3,11 +3,11 @@
     flock /tmp/cpu.lock python benchmarks/scaling.py [--out results/embedded]
 
 Runs each case in its own process (MALLOC_MMAP_THRESHOLD_=65536, peak through
-samrepro.memory.measure_peak): tiny-llama, the embedded model cut to 2/8/16 layers and whole
+samrepro.machine.memory.measure_peak): tiny-llama, the embedded model cut to 2/8/16 layers and whole
 (30), pruning (SparseGPT 50%, 8×256 calibration) and Hutchinson (2 probes, 1×256 each);
 then the calibration size at 8 layers (4/8/16×256 for pruning, seqlen 128/256/512 for a
 probe). Prints and writes scaling.{json,md}: measured against predicted peaks
-(samrepro.memory), least-squares slopes per layer and per calibration token, the CPU's
+(samrepro.machine.memory), least-squares slopes per layer and per calibration token, the CPU's
 effective FLOP rate, and the projected cost for LLaMA-13B on one 80 GB GPU under stated
 assumptions.
 """
@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from samrepro.memory import A100 as GPU  # the assumed GPU of the projection
-from samrepro.memory import COLUMN_STEP_SECONDS, UTILIZATION
-from samrepro.memory import forward_flops, prune_flops
+from samrepro.machine.memory import A100 as GPU  # the assumed GPU of the projection
+from samrepro.machine.memory import COLUMN_STEP_SECONDS, UTILIZATION
+from samrepro.machine.memory import forward_flops, prune_flops
 
 PROBE_FORWARDS = None  # measured: a probe costs this many forwards (set from the runs)
 
@@ -33,10 +33,10 @@ PROBE_FORWARDS = None  # measured: a probe costs this many forwards (set from th
 def run_case(case: dict) -> dict:
     """One measurement, in this (fresh) process."""
     torch.set_num_threads(2)
-    from samrepro.memory import estimate_memory, measure_peak
-    from samrepro.models import load_model, prunable_linears, tiny_model
-    from samrepro.pipeline import prune_model
-    from samrepro.sensitivity import hutchinson
+    from samrepro.machine.memory import estimate_memory, measure_peak
+    from samrepro.io.models import load_model, prunable_linears, tiny_model
+    from samrepro.method.pipeline import prune_model
+    from samrepro.method.sensitivity import hutchinson
 
     warm = tiny_model("llama", vocab_size=64)  # load kernels and libraries before measuring
     ids = torch.randint(0, 64, (2, 32))
@@ -115,9 +115,9 @@ def main():
         print(json.dumps(run_case(json.loads(args.case))))
         return
 
-    from samrepro.files import write_json, write_text
-    from samrepro.memory import GIB, estimate_memory, shape_of
-    from samrepro.models import load_model
+    from samrepro.io.files import write_json, write_text
+    from samrepro.machine.memory import GIB, estimate_memory, shape_of
+    from samrepro.io.models import load_model
 
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     rows, started = [], time.perf_counter()

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from samrepro.models import load_model, prunable_linears
-from samrepro.sensitivity import _OnlyWeightsTrainable, fisher, hutchinson
+from samrepro.io.models import load_model, prunable_linears
+from samrepro.method.sensitivity import _OnlyWeightsTrainable, fisher, hutchinson
 
 
 def median_seconds(fn, repeats):

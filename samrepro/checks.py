@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .allocation import ALLOCATIONS, check_alpha
-from .data import data_dir
-from .errors import UserError, check_sparsity
-from .evaluate import SETTINGS
-from .hardware import check_device
-from .estimators import sensitivity_estimators
-from .models import split_model
-from .solver import SALIENCIES
+from samrepro.method.allocation import ALLOCATIONS, check_alpha
+from samrepro.io.data import data_dir
+from samrepro.errors import UserError, check_sparsity
+from samrepro.io.evaluate import SETTINGS
+from samrepro.machine.hardware import check_device
+from samrepro.method.estimators import sensitivity_estimators
+from samrepro.io.models import split_model
+from samrepro.method.solver import SALIENCIES
 
 sparsity = check_sparsity  # a number in [0, 1) (errors.py: used below the run layer too)
 device = check_device  # a device this machine has (hardware.py)

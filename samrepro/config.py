@@ -1,7 +1,7 @@
 """One run's configuration (RunConfig): every setting that determines a run's numbers, each
 default given once here and every value checked once, when the object is made. The CLI, a
-notebook's settings (samrepro.settings.config), the torchrun entry, the stand-in's checks and
-the benchmarks all build one; the presets (samrepro.presets) are the only other place values
+notebook's settings (samrepro.study.settings.config), the torchrun entry, the stand-in's checks and
+the benchmarks all build one; the presets (samrepro.study.presets) are the only other place values
 come from. Bad values raise samrepro.errors.UserError naming the setting and what to do.
 """
 
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import checks
-from .allocation import allocation, check_alpha
-from .data import DATASETS
-from .errors import UserError
-from .estimators import estimator, sensitivity_estimators
-from .evaluate import SETTINGS, TASK_SOURCES, check_tasks
-from .hardware import DTYPES
-from .solver import check_args
+from samrepro import checks
+from samrepro.method.allocation import allocation, check_alpha
+from samrepro.io.data import DATASETS
+from samrepro.errors import UserError
+from samrepro.method.estimators import estimator, sensitivity_estimators
+from samrepro.io.evaluate import SETTINGS, TASK_SOURCES, check_tasks
+from samrepro.machine.hardware import DTYPES
+from samrepro.method.solver import check_args
 
 DISTRIBUTIONS = ("gaussian", "rademacher")  # Hutchinson probes: the paper's, the authors' code's
 

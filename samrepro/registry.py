@@ -4,7 +4,7 @@ outside a registry asks those fields and never branches on a name."""
 
 from __future__ import annotations
 
-from .errors import UserError
+from samrepro.errors import UserError
 
 
 class Registry(dict):

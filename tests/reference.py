@@ -2,8 +2,8 @@
 
 import torch
 
-from samrepro.models import architecture, decoder_layers
-from samrepro.solver import prune_weight
+from samrepro.io.models import architecture, decoder_layers
+from samrepro.method.solver import prune_weight
 
 
 def reference_prune(model, ids, sparsity, saliency="obs"):

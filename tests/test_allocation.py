@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from samrepro.allocation import allocate, overall_sparsity
+from samrepro.method.allocation import allocate, overall_sparsity
 from samrepro.errors import UserError
 
 # Two LLaMA-like layers: attention matrices smaller than MLP ones, as in LLaMA-7B.
@@ -83,7 +83,7 @@ def test_unknown_method():
 
 
 def test_negative_estimates_within_noise_count_as_zero_and_are_listed():
-    from samrepro.allocation import floored, traces
+    from samrepro.method.allocation import floored, traces
 
     estimate = {"matrices": {"a": {"trace": -1e-6, "stderr": 1e-6},   # noise around 0
                              "b": {"trace": 2e-5, "stderr": 1e-6},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from samrepro.cli import main
+from samrepro.commands.cli import main
 
 
 def _data_copy(tmp_path: Path, data_dir: Path) -> Path:
@@ -44,7 +44,7 @@ def _model(kind: str) -> callable:
     def prepare(tmp_path, data_dir):
         from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-        from samrepro.models import embedded_checkpoint, load_tokenizer
+        from samrepro.io.models import embedded_checkpoint, load_tokenizer
 
         folder = tmp_path / f"model-{kind}"
         small = dict(vocab_size=49152, hidden_size=16, intermediate_size=32,
@@ -73,7 +73,7 @@ def _file(name: str, text: str) -> callable:
 
 
 def _sensitivity(tmp_path, data_dir):
-    from samrepro.models import load_model, prunable_linears
+    from samrepro.io.models import load_model, prunable_linears
 
     names = prunable_linears(load_model("tiny-llama")[0])
     path = tmp_path / "sens.json"
@@ -188,7 +188,7 @@ def test_bin_weights_load_only_with_the_explicit_opt_in(tmp_path, data_dir):
     import torch
 
     from samrepro.errors import UserError
-    from samrepro.models import load_model
+    from samrepro.io.models import load_model
 
     args = _model("bin-only")(tmp_path, data_dir)
     with pytest.raises(UserError, match="--allow-bin-weights"):
@@ -222,7 +222,7 @@ def _namespace(name: str, **given) -> dict:
 def test_each_notebooks_parameters_are_the_names_its_settings_know():
     import ast
 
-    from samrepro.settings import PARAMETERS
+    from samrepro.study.settings import PARAMETERS
 
     for name, known in PARAMETERS.items():
         tree = ast.parse(_parameters_cell(name))
@@ -242,14 +242,14 @@ def test_each_notebooks_parameters_are_the_names_its_settings_know():
     ({}, "models", ["smoke-opt", "smoke-llama"]),  # the preset's
 ])
 def test_list_parameters_take_a_list_a_json_or_yaml_string_or_one_value(given, key, expected):
-    from samrepro import settings
+    from samrepro.study import settings
 
     assert settings.notebook("table1", _namespace("table1", preset="smoke", **given),
                              show=False)[key] == expected
 
 
 def test_the_regression_check_runs_only_for_the_stored_case():
-    from samrepro import settings
+    from samrepro.study import settings
 
     def skip(**given):
         s = settings.notebook("table1", _namespace("table1", **given), show=False)
@@ -264,7 +264,7 @@ def test_the_regression_check_runs_only_for_the_stored_case():
 
 # ---- the same mistakes on the other routes: notebook parameters, torchrun, make variables ----
 # (case id, route, input, what the one-line message must say). notebook: a notebook's
-# parameters as papermill injects them (settings.notebook); torchrun: samrepro.distributed's
+# parameters as papermill injects them (settings.notebook); torchrun: samrepro.commands.distributed's
 # options; make: variables of a make target.
 ROUTE_CASES = [
     ("nb-unknown-name", "notebook", {"sparsity": 1.2}, "table1 has no parameter 'sparsity'"),
@@ -325,7 +325,8 @@ def _make(args: list[str], tmp_path: Path):
 def test_bad_input_on_every_route(tmp_path, capsys, monkeypatch, route, given, message):
     """One line naming the problem (exit status 2 for commands), nothing written, and the
     results already there unchanged."""
-    from samrepro import distributed, settings
+    from samrepro.commands import distributed
+    from samrepro.study import settings
     from samrepro.errors import UserError
 
     committed = sorted((NOTEBOOKS.parent / "results").rglob("*"))

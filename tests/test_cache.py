@@ -5,22 +5,23 @@ import shutil
 from pathlib import Path
 
 import samrepro
-from samrepro import cache
-from samrepro.provenance import NUMERIC_MODULES, code_hash
+from samrepro.io import cache
+from samrepro.io.provenance import NUMERIC_MODULES, code_hash
 
 
 def _copy_package(tmp_path: Path) -> Path:
     folder = tmp_path / "samrepro"
     folder.mkdir()
     for name in NUMERIC_MODULES:
-        shutil.copy(Path(samrepro.__file__).parent / f"{name}.py", folder)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(samrepro.__file__).parent / f"{name}.py", folder / f"{name}.py")
     return folder
 
 
 def test_code_hash_follows_the_code_not_its_comments(tmp_path):
     folder = _copy_package(tmp_path)
     before = code_hash(folder)
-    solver = folder / "solver.py"
+    solver = folder / "method" / "solver.py"
     text = solver.read_text()
     solver.write_text(text.replace('"""The one-shot column solver', '"""The column solver', 1)
                       + "\n# a comment\n")

@@ -1,10 +1,10 @@
-"""Claim rules (samrepro.claims) on hand-built runs whose answer is known."""
+"""Claim rules (samrepro.study.claims) on hand-built runs whose answer is known."""
 
 import numpy as np
 import pytest
 
-from samrepro.claims import (growing_gain, higher_accuracy, keeps_sparsity, lower_perplexity,
-                             paired_probe_interval, seed_free, verdict)
+from samrepro.study.claims import (growing_gain, higher_accuracy, keeps_sparsity, lower_perplexity,
+                                   paired_probe_interval, seed_free, verdict)
 
 TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2", "piqa")
 
@@ -61,7 +61,7 @@ def test_one_more_right_answer_in_a_hundred_and_sixty_is_inconclusive(base):
 def test_a_seed_free_arm_pairs_with_every_seed_of_the_other():
     """An arm run once (the dense model, magnitude at uniform sparsity: tables._seed_free)
     against one run a seed gives what the same run repeated for every seed gives."""
-    from samrepro.claims import lower_perplexity
+    from samrepro.study.claims import lower_perplexity
 
     rng = np.random.default_rng(1)
     windows = rng.normal(3.0, 0.3, 32)
@@ -188,7 +188,7 @@ def test_probe_differences_keep_the_covariance_and_use_t():
 
 def test_a_quantized_arm_is_matched_by_its_pruned_share_not_by_gptqs_zeros():
     """GPTQ rounds some weights to 0: zeros, but stored as 4-bit codes like the others."""
-    from samrepro.claims import achieved
+    from samrepro.study.claims import achieved
 
     quantized = {"wbits": 4, "sparsity": 0.5}
     runs = [{"achieved_sparsity": 0.5044, "planned_sparsity": 0.5, "config": quantized}]

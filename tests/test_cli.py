@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from samrepro.cli import main
+from samrepro.commands.cli import main
 
 TINY = ["--model", "tiny-llama", "--nsamples", "4", "--seqlen", "32", "--eval-windows", "2",
         "--quiet"]
@@ -85,7 +85,7 @@ def test_argparse_rejects_unknown_saliency_and_dataset(capsys):
 
 
 def _sensitivity_file(tmp_path, value=lambda k: 1.0 + k):
-    from samrepro.models import load_model, prunable_linears
+    from samrepro.io.models import load_model, prunable_linears
 
     model, _ = load_model("tiny-llama")
     names = list(prunable_linears(model))
@@ -142,8 +142,8 @@ def test_negative_sensitivity_is_refused(tmp_path, capsys, data_dir):
     ("opt-ptb-standin", "ptb", ("ptb",)),  # trained on PTB only: as the notebooks score it
 ])
 def test_cli_defaults_follow_the_model_as_the_notebooks_do(model, calib, scored):
-    from samrepro import settings
-    from samrepro.cli import _config, build_parser
+    from samrepro.study import settings
+    from samrepro.commands.cli import _config, build_parser
 
     args = build_parser().parse_args(["prune", "--model", model, "--sparsity", "0.5"])
     config = _config(args)

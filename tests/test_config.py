@@ -7,10 +7,10 @@ import traceback
 
 import pytest
 
-from samrepro import settings
-from samrepro.cli import main as cli_main
+from samrepro.study import settings
+from samrepro.commands.cli import main as cli_main
 from samrepro.config import RunConfig
-from samrepro.distributed import main as torchrun_main
+from samrepro.commands.distributed import main as torchrun_main
 from samrepro.errors import UserError
 
 BAD = [  # field, bad value, the message's words
@@ -71,7 +71,7 @@ def test_every_route_meets_the_same_check(monkeypatch, capsys, tmp_path, flags, 
                                           fields, words):
     """The CLI, a notebook's settings and the torchrun entry: one message, from
     samrepro.checks, before a model is loaded."""
-    import samrepro.experiments as experiments
+    import samrepro.study.experiments as experiments
 
     monkeypatch.setattr(experiments, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
     with pytest.raises(UserError) as caught:

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from samrepro.data import C4_EVAL_DOCS, calibration_windows, eval_stream, load_corpus
+from samrepro.io.data import C4_EVAL_DOCS, calibration_windows, eval_stream, load_corpus
 from samrepro.errors import UserError
 
 

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from samrepro.cli import main
+from samrepro.commands.cli import main
 from samrepro.errors import UserError
-from samrepro.experiments import RunConfig, load
-from samrepro.models import DEFAULT_SEQLEN, default_seqlen, embedded_checkpoint, load_tokenizer
+from samrepro.study.experiments import RunConfig, load
+from samrepro.io.models import DEFAULT_SEQLEN, default_seqlen, embedded_checkpoint, load_tokenizer
 
 CONTEXT = 256
 

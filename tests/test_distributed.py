@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from samrepro.models import prunable_linears, tiny_model
-from samrepro.sensitivity import hutchinson, probe_seed
+from samrepro.io.models import prunable_linears, tiny_model
+from samrepro.method.sensitivity import hutchinson, probe_seed
 from test_sensitivity import NAME, ids
 
 SETTINGS = dict(rel_tol=0.0, min_probes=2, max_probes=5, chunk=4, batch_size=1, seed=3)
@@ -97,7 +97,7 @@ def test_layer_checkpointing_gives_the_plain_estimate():
 
 
 def test_stopping_is_checked_at_the_same_probes_for_any_world_size():
-    from samrepro.sensitivity import _blocks
+    from samrepro.method.sensitivity import _blocks
 
     assert list(_blocks(5, 20, 8)) == [(0, 5), (5, 13), (13, 20)]
     assert list(_blocks(1, 3, 8)) == [(0, 2), (2, 3)]  # two probes before a standard error
@@ -113,7 +113,7 @@ def _entry_worker(rank, world, port, argv):
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from samrepro.distributed import main
+    from samrepro.commands.distributed import main
 
     assert main(argv) == 0
 
@@ -122,8 +122,9 @@ def _notebook_estimate(monkeypatch):
     """What the notebooks' sensitivity step gets (experiments.sensitivity_for with the config
     that settings.config builds), with the estimator itself made to fail: only the cache can
     answer."""
-    from samrepro import estimators, experiments, settings
-    from samrepro.data import calibration_windows
+    from samrepro.method import estimators
+    from samrepro.study import experiments, settings
+    from samrepro.io.data import calibration_windows
 
     s = settings.settings("smoke", models=["tiny-llama"], nsamples=3, seqlen=16, probes=4,
                         estimator="hutchinson")
@@ -144,7 +145,7 @@ def _notebook_estimate(monkeypatch):
 def test_torchrun_entry_feeds_the_notebooks_cache(tmp_path, data_dir, monkeypatch, capsys):
     """Two gloo processes through the torchrun entry write the estimate that the notebooks'
     sensitivity step then reads, equal to one process's estimate computed here."""
-    from samrepro.models import embedded_checkpoint
+    from samrepro.io.models import embedded_checkpoint
 
     (tmp_path / "cache").mkdir()  # a cache of its own, holding only the embedded tokenizer
     (tmp_path / "cache" / "smollm2-135m").symlink_to(embedded_checkpoint())
@@ -164,7 +165,7 @@ def test_torchrun_entry_feeds_the_notebooks_cache(tmp_path, data_dir, monkeypatc
 
 
 def test_entry_point_refuses_bad_input(tmp_path, data_dir, capsys):
-    from samrepro.distributed import main, process_devices
+    from samrepro.commands.distributed import main, process_devices
     from samrepro.errors import UserError
 
     bad = tmp_path / "bad.json"
@@ -185,10 +186,11 @@ def test_the_plan_sets_the_gpus_per_process_and_refuses_what_cannot_fit(monkeypa
     them (~37 GiB: tests/test_plan.py checks the memory model): 8 processes fit, 9 do not; the
     entry point says so in one line before loading anything. A probe that no GPU of the node
     holds, even with its layers streamed (70B on 16 GB GPUs), is refused."""
-    from samrepro import experiments, plan
-    from samrepro.distributed import main, planned_gpus
+    from samrepro.study import experiments
+    from samrepro.machine import plan
+    from samrepro.commands.distributed import main, planned_gpus
     from samrepro.errors import UserError
-    from samrepro.memory import shape_of
+    from samrepro.machine.memory import shape_of
 
     eight = plan.parse_gpus("8x80GB")
     shape = shape_of("meta-llama/Llama-2-13b-hf")
@@ -212,8 +214,8 @@ def test_the_plan_sets_the_gpus_per_process_and_refuses_what_cannot_fit(monkeypa
 
 
 def test_sizes_and_settings_default_to_the_preset_the_notebooks_use():
-    from samrepro.distributed import build_parser, preset_defaults
-    from samrepro.settings import settings
+    from samrepro.commands.distributed import build_parser, preset_defaults
+    from samrepro.study.settings import settings
 
     for name in ("paper", "smoke"):
         args = build_parser().parse_args(["--model", "smoke-llama", "--preset", name])

@@ -1,4 +1,4 @@
-"""Every `samrepro …`, `torchrun … -m samrepro.distributed …` and `benchmarks/gpu_check.sh …`
+"""Every `samrepro …`, `torchrun … -m samrepro.commands.distributed …` and `benchmarks/gpu_check.sh …`
 command that README.md and docs/install.md show parses against the parser that runs it: no
 documented option that does not exist, no required one left out."""
 
@@ -52,7 +52,7 @@ def _strict(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def parse(command: str):
-    from samrepro import cli, distributed
+    from samrepro.commands import cli, distributed
 
     words = shlex.split(command)
     if words[0] == "samrepro":
@@ -67,7 +67,7 @@ def parse(command: str):
     from torch.distributed.run import get_args_parser
 
     at = words.index("-m")
-    assert words[at + 1] == "samrepro.distributed", command
+    assert words[at + 1] == "samrepro.commands.distributed", command
     launcher = get_args_parser()
     launcher.error = lambda message: (_ for _ in ()).throw(_Refused(message))
     launcher.parse_args(words[1:at + 2])  # torchrun's own options, up to the module
@@ -86,11 +86,11 @@ def test_every_documented_command_parses(doc):
 
 
 def test_the_check_finds_and_refuses_what_does_not_exist():
-    text = ("```bash\ntorchrun --nproc-per-node 2 -m samrepro.distributed --model m \\\n"
+    text = ("```bash\ntorchrun --nproc-per-node 2 -m samrepro.commands.distributed --model m \\\n"
             "    --device-map auto\nsamrepro prune --sparsity 0.5   # no --model\n```\n"
             "and inline `samrepro plan --model DIR --gpus 8xA100-80GB`.")
     commands = documented_commands(text)
-    assert commands == ["torchrun --nproc-per-node 2 -m samrepro.distributed --model m "
+    assert commands == ["torchrun --nproc-per-node 2 -m samrepro.commands.distributed --model m "
                         "--device-map auto", "samrepro prune --sparsity 0.5",
                         "samrepro plan --model DIR --gpus 8xA100-80GB"]
     for bad in commands[:2]:
@@ -98,4 +98,4 @@ def test_the_check_finds_and_refuses_what_does_not_exist():
             parse(bad)
     assert parse(commands[2]).gpus == "8xA100-80GB"
     with pytest.raises(_Refused):
-        parse("torchrun --no-such-option 2 -m samrepro.distributed --model m")
+        parse("torchrun --no-such-option 2 -m samrepro.commands.distributed --model m")

@@ -68,7 +68,8 @@ def _papermill_parameters(words: list[str]) -> tuple[str, dict]:
 @pytest.mark.parametrize("document, command", PAPERMILL, ids=[c for _, c in PAPERMILL])
 def test_documented_papermill_commands_parse_and_their_settings_check(document, command,
                                                                       monkeypatch):
-    from samrepro import plan, settings
+    from samrepro.machine import plan
+    from samrepro.study import settings
 
     from test_bad_input import _namespace
 

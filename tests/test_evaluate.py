@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from samrepro.errors import UserError
-from samrepro.evaluate import perplexity
-from samrepro.models import tiny_model
+from samrepro.io.evaluate import perplexity
+from samrepro.io.models import tiny_model
 
 
 @pytest.mark.parametrize("loss_chunk", [128, 4])  # the LM head and loss in one or 4 pieces
 @pytest.mark.parametrize("family", ["llama", "opt"])
 def test_perplexity_is_exp_of_mean_token_nll(family, loss_chunk, monkeypatch):
-    from samrepro import evaluate
+    from samrepro.io import evaluate
 
     monkeypatch.setattr(evaluate, "LOSS_CHUNK", loss_chunk)
     model = tiny_model(family, vocab_size=97, seed=1)
@@ -38,7 +38,7 @@ def test_perplexity_is_exp_of_mean_token_nll(family, loss_chunk, monkeypatch):
 
 
 def test_capped_windows_are_spread_evenly_over_the_whole_stream():
-    from samrepro.evaluate import spread_windows
+    from samrepro.io.evaluate import spread_windows
 
     assert spread_windows(10, None) == list(range(10)) == spread_windows(10, 10)
     assert spread_windows(3, 5) == [0, 1, 2]

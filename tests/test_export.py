@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from samrepro import cli
+from samrepro.commands import cli
 from samrepro.errors import UserError
-from samrepro.export import MAP_FORMAT, read_map
+from samrepro.study.export import MAP_FORMAT, read_map
 
 SEQLEN, WINDOWS = 64, 3
 

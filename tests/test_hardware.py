@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from samrepro.errors import UserError
-from samrepro.experiments import RunConfig, on_device
-from samrepro.hardware import fast_dtype, has_amx, resolve_dtype
+from samrepro.study.experiments import RunConfig, on_device
+from samrepro.machine.hardware import fast_dtype, has_amx, resolve_dtype
 
 
 def test_auto_is_bf16_on_a_cpu_with_a_bf16_unit_and_fp32_without():
@@ -23,9 +23,9 @@ def test_the_amx_unit_is_told_apart_from_avx512_bf16():
 
 
 def test_auto_follows_this_machines_flags(monkeypatch):
-    monkeypatch.setattr("samrepro.hardware.cpu_flags", lambda: frozenset({"sse2", "avx2"}))
+    monkeypatch.setattr("samrepro.machine.hardware.cpu_flags", lambda: frozenset({"sse2", "avx2"}))
     assert resolve_dtype("auto", "cpu") == "float32"
-    monkeypatch.setattr("samrepro.hardware.cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr("samrepro.machine.hardware.cpu_flags", lambda: frozenset({"amx_bf16"}))
     assert resolve_dtype(None, "cpu") == "bfloat16"
 
 
@@ -37,7 +37,7 @@ def test_explicit_dtypes_are_kept_and_unknown_ones_refused():
 
 
 def test_the_run_identity_names_the_resolved_dtype(monkeypatch):
-    monkeypatch.setattr("samrepro.hardware.cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr("samrepro.machine.hardware.cpu_flags", lambda: frozenset({"amx_bf16"}))
     auto = on_device(RunConfig(model="tiny-llama"), torch.device("cpu"))
     fp32 = on_device(RunConfig(model="tiny-llama", dtype="float32"), torch.device("cpu"))
     assert auto.key()["dtype"] == "bfloat16" and fp32.key()["dtype"] == "float32"
@@ -62,7 +62,7 @@ def _gpus(monkeypatch, count: int, cuda_build: bool = True):
 ])
 def test_a_device_that_is_not_there_is_one_line_naming_those_that_are(monkeypatch, device, gpus,
                                                                       cuda_build, message):
-    from samrepro.hardware import check_device, default_device
+    from samrepro.machine.hardware import check_device, default_device
 
     _gpus(monkeypatch, gpus, cuda_build)
     for check in (check_device, default_device):
@@ -72,7 +72,7 @@ def test_a_device_that_is_not_there_is_one_line_naming_those_that_are(monkeypatc
 
 
 def test_devices_that_are_there_are_kept(monkeypatch):
-    from samrepro.hardware import check_device, default_device
+    from samrepro.machine.hardware import check_device, default_device
 
     _gpus(monkeypatch, 2)
     assert [str(check_device(d)) for d in ("cpu", "cuda", "cuda:1")] == ["cpu", "cuda", "cuda:1"]
@@ -84,7 +84,8 @@ def test_devices_that_are_there_are_kept(monkeypatch):
 @pytest.mark.parametrize("route", ["prune", "sensitivity", "torchrun", "notebook"])
 def test_every_route_refuses_a_missing_gpu_in_one_line(monkeypatch, capsys, tmp_path, route):
     """`--device cuda` on a CPU build: exit 2 and one line (commands), a UserError (notebooks)."""
-    from samrepro import cli, distributed, settings
+    from samrepro.commands import cli, distributed
+    from samrepro.study import settings
 
     _gpus(monkeypatch, 0, cuda_build=False)
     base = ["--model", "tiny-llama", "--device", "cuda", "--json", str(tmp_path / "out.json")]

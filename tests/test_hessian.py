@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from samrepro.hessian import HessianAccumulator
+from samrepro.method.hessian import HessianAccumulator
 
 
 @pytest.mark.parametrize("features", [5, 300])  # one block, and several (BLOCK = 128)
@@ -32,9 +32,9 @@ def test_bf16_inputs_give_the_fp64_H_of_those_inputs(features, amx, monkeypatch)
     block triangle) multiply bf16 numbers exactly and add in fp32: H equals the float64
     2XXᵀ/n of the bf16 inputs to fp32 accuracy (a product rounded to bf16 would be off by
     ~1e-3)."""
-    import samrepro.hessian
+    import samrepro.method.hessian
 
-    monkeypatch.setattr(samrepro.hessian, "has_amx", lambda: amx)
+    monkeypatch.setattr(samrepro.method.hessian, "has_amx", lambda: amx)
     g = torch.Generator().manual_seed(1)
     batches = [torch.randn(2, 64, features, generator=g).bfloat16() for _ in range(3)]
     acc = HessianAccumulator(features)

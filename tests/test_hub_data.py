@@ -1,12 +1,12 @@
 """The hub ids under datasets ≥ 4 (no dataset scripts): each corpus resolves to plain data
 files. The hub is unreachable here, so a local folder laid out as the hub's parquet
-conversion stands in for it; what this shows is that `samrepro.data` reads that layout (the
+conversion stands in for it; what this shows is that `samrepro.io.data` reads that layout (the
 config folder, the split folders, the column) with the installed `datasets`, not that the
 hub serves it (benchmarks/gpu_check.sh checks that on a machine with the hub)."""
 
 import pytest
 
-from samrepro import data
+from samrepro.io import data
 
 
 def _mirror(tmp_path, rows: dict[str, list[str]]):

@@ -1,12 +1,13 @@
 """A results file names what it was computed from: the models' weights hashes and every text's
-source and file hash (samrepro.inputs, recorded by settings.run_all, written by report.write)."""
+source and file hash (samrepro.io.inputs, recorded by settings.run_all, written by report.write)."""
 
 import hashlib
 import json
 
 import pandas as pd
 
-from samrepro import inputs, report, settings
+from samrepro.io import inputs
+from samrepro.study import report, settings
 
 
 def test_the_summary_keeps_each_input_once_and_shows_a_mix_up():

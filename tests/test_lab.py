@@ -1,7 +1,7 @@
 """`make lab`: JupyterLab starts from the project's environment, offline, on the notebooks.
 
 The test starts it headless on a free loopback port with the same launcher `make lab` runs
-(samrepro.lab), checks that it answers, lists the notebooks and offers the project's Python as
+(samrepro.commands.lab), checks that it answers, lists the notebooks and offers the project's Python as
 their kernel, and stops it."""
 
 import json
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from samrepro import lab
+from samrepro.commands import lab
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
@@ -38,7 +38,7 @@ def test_make_lab_runs_the_offline_launcher_on_the_notebooks():
     dry = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert dry.returncode == 0, dry.stderr
-    assert "-m samrepro.lab --notebook-dir notebooks" in dry.stdout
+    assert "-m samrepro.commands.lab --notebook-dir notebooks" in dry.stdout
     cmd = lab.command(["--no-browser"])
     assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]  # this environment's Python
     assert "--LabApp.news_url=None" in cmd and "--LabApp.extension_manager=readonly" in cmd
@@ -55,7 +55,7 @@ def test_jupyterlab_starts_headless_lists_the_notebooks_and_stops(tmp_path):
     log = tmp_path / "lab.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "samrepro.lab", "--notebook-dir", str(ROOT / "notebooks"),
+            [sys.executable, "-m", "samrepro.commands.lab", "--notebook-dir", str(ROOT / "notebooks"),
              "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={token}"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -1,4 +1,4 @@
-"""A run of your own against the committed one, and its promotion (samrepro.local): the
+"""A run of your own against the committed one, and its promotion (samrepro.study.local): the
 comparison finds a planted contradiction and nothing in an identical copy."""
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from samrepro import local
+from samrepro.study import local
 from samrepro.errors import UserError
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "embedded" / "table1.json"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from samrepro.errors import UserError
-from samrepro.memory import GIB, PAPER_MODELS, estimate_memory, shape_of
-from samrepro.models import tiny_model
+from samrepro.machine.memory import GIB, PAPER_MODELS, estimate_memory, shape_of
+from samrepro.io.models import tiny_model
 
 
 @pytest.mark.parametrize("family", ["llama", "opt"])
@@ -53,10 +53,10 @@ def test_placement_follows_the_device_size():
 MEASURE = r"""
 import json, sys, torch
 torch.set_num_threads(1)
-from samrepro.memory import estimate_memory, hutchinson_peak, measure_peak
-from samrepro.models import load_model, prunable_linears
-from samrepro.pipeline import prune_model
-from samrepro.sensitivity import hutchinson
+from samrepro.machine.memory import estimate_memory, hutchinson_peak, measure_peak
+from samrepro.io.models import load_model, prunable_linears
+from samrepro.method.pipeline import prune_model
+from samrepro.method.sensitivity import hutchinson
 out = []
 for name, layers, what, n, s, b in json.loads(sys.argv[1]):
     model, _ = load_model(name, num_layers=layers)
@@ -67,7 +67,7 @@ for name, layers, what, n, s, b in json.loads(sys.argv[1]):
         fn = lambda: prune_model(model, ids, {k: 0.5 for k in prunable_linears(model)},
                                  batch_size=b, progress=False)
     elif what == "perplexity":
-        from samrepro.evaluate import perplexity
+        from samrepro.io.evaluate import perplexity
         fn = lambda: perplexity(model, ids.flatten(), s, batch_size=b, progress=False)
     else:
         fn = lambda: hutchinson(model, ids, rel_tol=0, min_probes=2, max_probes=2, batch_size=b,
@@ -77,8 +77,8 @@ for name, layers, what, n, s, b in json.loads(sys.argv[1]):
     e = estimate_memory(model.config, n, s, 1e12, torch.float32, batch_size=b, probe_batch=b,
                         overhead_bytes=0)
     if what == "perplexity":
-        from samrepro.evaluate import LOSS_CHUNK
-        from samrepro.memory import inference_parts, shape_of
+        from samrepro.io.evaluate import LOSS_CHUNK
+        from samrepro.machine.memory import inference_parts, shape_of
         part = {"parts": inference_parts(shape_of(model.config), s, torch.float32, b,
                                          loss_chunk=LOSS_CHUNK)}
     else:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from samrepro.errors import UserError
-from samrepro.models import load_model, prunable_linears, tiny_model
+from samrepro.io.models import load_model, prunable_linears, tiny_model
 
 
 def test_embedded_model_is_smollm2_with_seven_prunable_linears_per_layer():

@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samrepro import allocation, evaluate, experiments, report, sensitivity, settings, solver, tables
+from samrepro.method import allocation, sensitivity, solver
+from samrepro.io import evaluate
+from samrepro.study import experiments, report, settings, tables
 
 
 def obs_update_off(monkeypatch):

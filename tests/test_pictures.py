@@ -4,8 +4,8 @@ captions embedded in the Markdown results, models named by what they are."""
 import numpy as np
 import pandas as pd
 
-from samrepro import plots
-from samrepro.names import model_label
+from samrepro.study import plots
+from samrepro.study.names import model_label
 
 
 def test_models_are_named_by_what_they_are():

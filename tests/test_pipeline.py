@@ -5,8 +5,8 @@ import torch
 from reference import reference_prune
 
 from samrepro.errors import UserError
-from samrepro.models import count_zeros, decoder_layers, prunable_linears, tiny_model
-from samrepro.pipeline import prune_model
+from samrepro.io.models import count_zeros, decoder_layers, prunable_linears, tiny_model
+from samrepro.method.pipeline import prune_model
 
 
 def windows(vocab, n=6, seqlen=24, seed=0):

@@ -1,4 +1,4 @@
-"""`samrepro plan` and samrepro.plan on the real configs of the paper's models: verdicts
+"""`samrepro plan` and samrepro.machine.plan on the real configs of the paper's models: verdicts
 against the memory model's own numbers, placements against what the notebook path does."""
 
 import json
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from real_configs import CONFIGS, PUBLISHED_MILLIONS, write
-from samrepro import memory, plan
-from samrepro.cli import main
+from samrepro.machine import memory, plan
+from samrepro.commands.cli import main
 from samrepro.errors import UserError
-from samrepro.memory import GIB, shape_of
+from samrepro.machine.memory import GIB, shape_of
 
 A100 = plan.Machine(plan.parse_gpus("1xA100-80GB"))
 EIGHT = plan.Machine(plan.parse_gpus("8xA100-80GB"))
@@ -132,8 +132,9 @@ def test_notebook_path_places_the_estimate_where_the_plan_does():
 def test_sensitivity_step_refuses_up_front_unless_the_cache_holds_it(monkeypatch, data_dir):
     """On GPUs too small the notebooks' sensitivity step raises the plan's UserError before
     any probe (and before moving the model); an estimate already cached is read instead."""
-    from samrepro import estimators, experiments, settings
-    from samrepro.data import calibration_windows
+    from samrepro.method import estimators
+    from samrepro.study import experiments, settings
+    from samrepro.io.data import calibration_windows
 
     s = settings.settings("smoke", models=["tiny-llama"], nsamples=2, seqlen=16, probes=2,
                         estimator="hutchinson")
@@ -157,7 +158,7 @@ def test_sensitivity_step_refuses_up_front_unless_the_cache_holds_it(monkeypatch
 
 
 def test_show_prints_the_plan_and_raises_with_the_fix(capsys):
-    from samrepro.presets import preset
+    from samrepro.study.presets import preset
 
     paper = {**preset("paper"), "device": None}
     t4 = plan.Machine(plan.parse_gpus("1xT4-16GB"))  # 7B's fp16 weights (12.6 GiB) and more
@@ -191,7 +192,7 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
 @pytest.mark.parametrize("hub_id", ["facebook/opt-350m", "meta-llama/Llama-2-70b-hf"])
 @pytest.mark.parametrize("devices", [2, 3])
 def test_shard_map_puts_every_parameter_on_one_device_by_whole_layers(hub_id, devices):
-    from samrepro.models import decoder_layers, tiny_like
+    from samrepro.io.models import decoder_layers, tiny_like
 
     model = tiny_like(CONFIGS[hub_id], num_layers=5)
     names = [f"cuda:{i}" for i in range(devices)]
@@ -233,10 +234,10 @@ def test_evaluation_runs_where_the_plan_places_it(monkeypatch, tmp_path, count, 
 
     import accelerate
 
-    from samrepro import experiments
-    from samrepro.evaluate import perplexity
-    from samrepro.models import tiny_like
-    from samrepro.resume import RunCheckpoint
+    from samrepro.study import experiments
+    from samrepro.io.evaluate import perplexity
+    from samrepro.io.models import tiny_like
+    from samrepro.io.resume import RunCheckpoint
 
     model = tiny_like(CONFIGS["meta-llama/Llama-2-7b-hf"], num_layers=4, hidden=64,
                       vocab_size=512)
@@ -292,8 +293,8 @@ def test_free_memory_is_read_after_emptying_the_cache(monkeypatch):
     """pipeline.activations_home reads the GPU's free memory only after PyTorch's allocator
     gave back what it caches (the Hutchinson step's graph, say), so that activations are not
     offloaded for memory that is in fact free (no CUDA here: both calls are mocked)."""
-    from samrepro import pipeline
-    from samrepro.models import tiny_model
+    from samrepro.method import pipeline
+    from samrepro.io.models import tiny_model
 
     calls = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from real_configs import CONFIGS
-from samrepro.models import tiny_like
-from samrepro.sensitivity import hutchinson
+from samrepro.io.models import tiny_like
+from samrepro.method.sensitivity import hutchinson
 
 SCALE = 1e-4  # on the LM head: the Hessian of the earlier weights shrinks by SCALE²
 SETTINGS = dict(rel_tol=0.0, min_probes=3, max_probes=3, seed=0, keep_samples=True,

@@ -1,10 +1,10 @@
 """The progress lines of a notebook's runs: one a run, naming it, with runs done of total and a
-time-left estimate that counts only computed runs (samrepro.progress)."""
+time-left estimate that counts only computed runs (samrepro.study.progress)."""
 
 import io
 
-from samrepro.experiments import RunConfig
-from samrepro.progress import Tracked, describe, duration, time_left
+from samrepro.study.experiments import RunConfig
+from samrepro.study.progress import Tracked, describe, duration, time_left
 
 
 def test_durations_read_as_a_person_would_write_them():
@@ -50,7 +50,7 @@ def test_one_line_a_run_and_a_last_line_with_a_fake_clock():
 
 def test_tables_run_arms_reports_every_run(monkeypatch, capsys):
     """The hook in tables.run_arms: one line on stderr a run, in the order they run."""
-    from samrepro import tables
+    from samrepro.study import tables
 
     seen = []
     monkeypatch.setattr(tables, "run_all", lambda s, configs, desc: [

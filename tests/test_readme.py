@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from samrepro import readme
+from samrepro.study import readme
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "embedded"
@@ -29,7 +29,7 @@ def test_every_generated_block_is_what_the_generator_writes_now():
         for block, body in found.items():
             assert body == readme.BLOCKS[block](), (
                 f"{name}: the {block!r} block is out of date: run `make readme` "
-                "(python -m samrepro.readme) and commit the result")
+                "(python -m samrepro.study.readme) and commit the result")
     assert readme.main(["--check"]) == 0
 
 
@@ -134,7 +134,7 @@ def test_the_settings_line_lists_each_results_seed_count(tmp_path):
 
 
 def test_the_gpu_tables_come_from_the_memory_model():
-    from samrepro.memory import GIB, estimate_memory, estimate_time
+    from samrepro.machine.memory import GIB, estimate_memory, estimate_time
 
     body = readme.blocks((ROOT / "README.md").read_text(encoding="utf-8"))["gpu"]
     row = next(line for line in body.splitlines() if line.startswith("| llama-2-13b "))

@@ -12,11 +12,11 @@ from torch.func import functional_call, grad, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from real_configs import CONFIGS
-from samrepro.evaluate import perplexity
-from samrepro.memory import shape_of
-from samrepro.models import prunable_linears, tiny_like
-from samrepro.pipeline import prune_model
-from samrepro.sensitivity import draw_probe, hutchinson
+from samrepro.io.evaluate import perplexity
+from samrepro.machine.memory import shape_of
+from samrepro.io.models import prunable_linears, tiny_like
+from samrepro.method.pipeline import prune_model
+from samrepro.method.sensitivity import draw_probe, hutchinson
 
 # one of each kind: the 7B/13B configs differ from these only in numbers that tiny_like scales
 KINDS = ["facebook/opt-125m", "facebook/opt-350m", "huggyllama/llama-7b",

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from samrepro import allocation, settings, solver
-from samrepro.cli import main
-from samrepro.models import layer_of
+from samrepro.method import allocation, solver
+from samrepro.study import settings
+from samrepro.commands.cli import main
+from samrepro.io.models import layer_of
 
 TINY = ["--model", "tiny-llama", "--nsamples", "4", "--seqlen", "32", "--eval-windows", "2",
         "--eval", "ptb", "--quiet"]

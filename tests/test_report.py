@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from samrepro import report, settings, tables
+from samrepro.study import report, settings, tables
 
 
 def _units(traces, noise, probes=16, seeds=2, seed=0):
@@ -33,7 +33,7 @@ def test_figure_claims_follow_the_numbers_and_their_errors():
 
 
 def test_regression_check_fails_when_numbers_move(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "__file__", str(tmp_path / "samrepro" / "report.py"))
+    monkeypatch.setattr(report, "__file__", str(tmp_path / "samrepro" / "study" / "report.py"))
     s = {"preset": "smoke"}
     df = pd.DataFrame({"model": ["a"], "ppl": [10.0]})
     with pytest.raises(AssertionError, match="no stored values"):
@@ -61,7 +61,7 @@ def test_paper_reference_is_packaged():
 
 
 def test_cache_reads_back_what_it_wrote_and_recomputes_foreign_entries(tmp_path, monkeypatch):
-    from samrepro import cache
+    from samrepro.io import cache
 
     monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path))
     calls = []
@@ -117,7 +117,7 @@ def test_the_method_rows_follow_the_notebook_parameters(monkeypatch):
 
 def test_a_too_wide_alpha_is_refused_before_any_run():
     from samrepro.errors import UserError
-    from samrepro.experiments import run
+    from samrepro.study.experiments import run
 
     with pytest.raises(UserError, match="too wide"):  # the settings refuse it (checks.alpha)
         settings.settings("smoke", models=["tiny-opt"], alpha=0.6)
@@ -129,7 +129,7 @@ def test_a_too_wide_alpha_is_refused_before_any_run():
 def test_regression_atol_forgives_small_moves_near_zero_only(tmp_path, monkeypatch):
     """Table 3's accuracies (in %, two documents a task at smoke) have an absolute
     tolerance (report.TOLERANCES); other tables do not."""
-    monkeypatch.setattr(report, "__file__", str(tmp_path / "samrepro" / "report.py"))
+    monkeypatch.setattr(report, "__file__", str(tmp_path / "samrepro" / "study" / "report.py"))
     s = {"preset": "smoke"}
     monkeypatch.setenv("SAMREPRO_UPDATE_REGRESSION", "1")
     for name in ("acc", "table3"):
@@ -176,7 +176,7 @@ def test_every_table_and_figure_notebook_plans_first_at_the_paper_preset(monkeyp
     import json
     from pathlib import Path
 
-    from samrepro import plan
+    from samrepro.machine import plan
 
     shown = []
     monkeypatch.setattr(plan, "show", lambda s, lm_eval: shown.append((s["preset"], lm_eval)))

@@ -196,7 +196,7 @@ def test_the_paper_folder_holds_the_papers_numbers(name):
     import csv
 
     reference = json.loads((Path(__file__).resolve().parents[1] / "samrepro"
-                            / "paper_reference.json").read_text())["paper"][name]["rows"]
+                            / "study" / "paper_reference.json").read_text())["paper"][name]["rows"]
     with open(RESULTS.parent / "paper" / f"{name}.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(reference)
@@ -241,7 +241,7 @@ def _results_files() -> list[Path]:
 
 def test_three_valued_cells_follow_their_intervals_and_the_counts_follow_the_cells():
     """A cell holds when its interval lies wholly below 0 (the claimed side), fails when wholly above, else is inconclusive; the claim's counts are
-    its cells' outcomes. Written out here again, independently of samrepro.stats."""
+    its cells' outcomes. Written out here again, independently of samrepro.study.stats."""
     checked = 0
     for path in _results_files():
         for claim in json.loads(path.read_text())["claims"]:
@@ -263,7 +263,7 @@ def test_three_valued_cells_follow_their_intervals_and_the_counts_follow_the_cel
 
 
 def test_the_committed_results_come_from_one_version_of_the_code():
-    """Every results file records the same code hash (samrepro.provenance.code_hash): a table
+    """Every results file records the same code hash (samrepro.io.provenance.code_hash): a table
     re-run after a change to the solver, beside tables made before it, is a mix that this test
     reports, and so is a file without a hash (written before hashes were recorded)."""
     hashes = {}
@@ -354,7 +354,7 @@ def _recompute(result: dict, cell: dict):
 def check_new_format(result: dict) -> int:
     """Every interval of a format-2 result recomputed from its data; the outcome rules and
     the counts checked. Returns how many intervals were recomputed."""
-    from samrepro.claims import TOLERANCE
+    from samrepro.study.claims import TOLERANCE
 
     checked = 0
     for claim in result["claims"]:
@@ -387,7 +387,7 @@ def test_new_format_results_recompute_from_their_own_data(tmp_path, monkeypatch)
     """Table 1 at the smoke preset, written to a scratch folder: every interval of its
     claims recomputes from the per-seed, per-window NLLs it carries; every confounded pair
     has its matched cell."""
-    from samrepro import report, settings, tables
+    from samrepro.study import report, settings, tables
 
     s = settings.settings("smoke", output_dir=str(tmp_path))
     df, claims, paper = tables.table1(s)

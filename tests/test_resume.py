@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from samrepro import resume
-from samrepro.models import embedded_checkpoint, prunable_linears, tiny_model
-from samrepro.pipeline import prune_model
+from samrepro.io import resume
+from samrepro.io.models import embedded_checkpoint, prunable_linears, tiny_model
+from samrepro.method.pipeline import prune_model
 
 ARGS = ["prune", "--model", "tiny-llama", "--calib", "ptb", "--nsamples", "4", "--seqlen", "32",
         "--eval-windows", "2", "--eval", "wikitext2,ptb", "--sparsity", "0.5",

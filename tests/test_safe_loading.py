@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from samrepro import experiments, provenance
-from samrepro.cli import build_parser
+from samrepro.study import experiments
+from samrepro.io import provenance
+from samrepro.commands.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

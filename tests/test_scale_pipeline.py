@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from samrepro import pipeline
-from samrepro.models import prunable_linears, tiny_model
-from samrepro.pipeline import activations_home, prune_model
+from samrepro.method import pipeline
+from samrepro.io.models import prunable_linears, tiny_model
+from samrepro.method.pipeline import activations_home, prune_model
 from reference import reference_prune
 
 

@@ -6,9 +6,9 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from samrepro.errors import UserError
-from samrepro.models import prunable_linears, tiny_model
-from samrepro.pipeline import layer_hessian_diagonals
-from samrepro.sensitivity import fisher, hutchinson, layer_sensitivity, owl_outliers
+from samrepro.io.models import prunable_linears, tiny_model
+from samrepro.method.pipeline import layer_hessian_diagonals
+from samrepro.method.sensitivity import fisher, hutchinson, layer_sensitivity, owl_outliers
 
 NAME = "model.layers.0.self_attn.v_proj"  # a clearly non-zero trace at this init
 
@@ -104,7 +104,7 @@ def test_layer_sensitivity_sums_each_layers_matrices():
 
 def _samples(model, windows, row_function, probes=2, seed=0):
     """Per-probe zᵀHz/n_W rows of `row_function` on the same probes and windows."""
-    from samrepro import sensitivity
+    from samrepro.method import sensitivity
 
     rows = []
     with sensitivity._OnlyWeightsTrainable(model) as params:
@@ -117,7 +117,7 @@ def _samples(model, windows, row_function, probes=2, seed=0):
 def _family_models():
     from real_configs import CONFIGS
 
-    from samrepro.models import tiny_like
+    from samrepro.io.models import tiny_like
 
     return {
         "llama-gqa": lambda: tiny_model("llama", vocab_size=64, num_layers=3, hidden=32, seed=0),
@@ -132,7 +132,7 @@ def _family_models():
 
 @pytest.mark.parametrize("family", ["llama-gqa", "opt", "opt-350m-like", "llama-2-70b-like"])
 def test_layer_by_layer_samples_equal_the_whole_model_double_backward(family, monkeypatch):
-    from samrepro import sensitivity
+    from samrepro.method import sensitivity
 
     monkeypatch.setattr(sensitivity, "HEAD_CHUNK", 7)  # the head in several token chunks
     model = _family_models()[family]().float()
@@ -145,7 +145,7 @@ def test_layer_by_layer_samples_equal_the_whole_model_double_backward(family, mo
 
 
 def test_layer_by_layer_bf16_is_within_two_standard_errors_of_fp32():
-    from samrepro.models import load_model
+    from samrepro.io.models import load_model
 
     windows = ids(n=4, seqlen=48, seed=5) % 1000
     settings = dict(rel_tol=0.0, max_probes=16, progress=False, seed=2)
@@ -159,7 +159,8 @@ def test_layer_by_layer_bf16_is_within_two_standard_errors_of_fp32():
 def test_streamed_layers_visit_the_device_in_turn_and_give_the_same_samples(monkeypatch):
     """models.streaming (plan: weights streamed from host RAM): each decoder layer is
     moved to the device twice a probe (forward and reverse sweeps), the samples unchanged."""
-    from samrepro import models, sensitivity
+    from samrepro.io import models
+    from samrepro.method import sensitivity
 
     model = _family_models()["llama-gqa"]().float()
     windows = ids(n=2, seqlen=20, seed=3) % 64

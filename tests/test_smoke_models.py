@@ -5,9 +5,9 @@ the methods, so that the smoke regression checks can see a broken method
 
 import pytest
 
-from samrepro.models import PTB_MODELS, load_model
-from samrepro.presets import PRESETS
-from samrepro.report import DEFAULT_TOLERANCE, TOLERANCES
+from samrepro.io.models import PTB_MODELS, load_model
+from samrepro.study.presets import PRESETS
+from samrepro.study.report import DEFAULT_TOLERANCE, TOLERANCES
 from samrepro.standin import pruning_check
 
 SMOKE = PRESETS["smoke"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from samrepro.errors import UserError
-from samrepro.solver import prune_weight
+from samrepro.method.solver import prune_weight
 
 
 def correlated_problem(rows, cols, seed=0, tokens=256):
@@ -192,7 +192,7 @@ def test_bad_arguments_raise_user_errors(kwargs, message):
 def test_stacked_matrices_get_the_result_of_their_own_solves():
     """prune_weights (matrices sharing H, stacked outside the solver) against prune_weight on
     each matrix alone: the same masks, and the same weights up to matmul rounding."""
-    from samrepro.solver import prune_weight, prune_weights
+    from samrepro.method.solver import prune_weight, prune_weights
 
     torch.manual_seed(0)
     X = torch.randn(200, 64)

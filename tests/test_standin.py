@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samrepro.data import load_corpus
+from samrepro.io.data import load_corpus
 from samrepro.errors import UserError
-from samrepro.models import (PTB_MODELS, STANDIN, STANDIN_CHECKPOINT, default_calibration,
-                             load_model, prunable_linears)
-from samrepro.settings import config, settings
+from samrepro.io.models import (PTB_MODELS, STANDIN, STANDIN_CHECKPOINT, default_calibration,
+                                load_model, prunable_linears)
+from samrepro.study.settings import config, settings
 from samrepro.standin import TrainConfig, _opt_like, pruning_check, train
 
 NSAMPLES, WINDOWS = 8, 8  # the pruning-sensitivity test's calibration and evaluation windows
@@ -127,7 +127,7 @@ def test_the_stand_in_calibrates_on_ptb_and_the_others_on_c4():
 
 @needs_checkpoint
 def test_cli_prunes_the_stand_in_with_ptb_calibration_by_default(tmp_path):
-    from samrepro.cli import main
+    from samrepro.commands.cli import main
 
     out = tmp_path / "run.json"
     args = ["prune", "--model", STANDIN, "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "64",

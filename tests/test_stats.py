@@ -1,4 +1,4 @@
-"""The paired intervals and three-valued verdicts (samrepro.stats) on synthetic data whose
+"""The paired intervals and three-valued verdicts (samrepro.study.stats) on synthetic data whose
 answer is known."""
 
 import math
@@ -8,8 +8,8 @@ import pytest
 
 from scipy.stats import norm
 
-from samrepro.stats import (average_interval, crossed_variance, decide, mean_interval,
-                            relative_change, summarize, t_quantile)
+from samrepro.study.stats import (average_interval, crossed_variance, decide, mean_interval,
+                                  relative_change, summarize, t_quantile)
 
 
 def crossed(rng, mean, seeds=3, windows=16, seed_sd=0.02, window_sd=0.03, noise_sd=0.01):

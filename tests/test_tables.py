@@ -1,6 +1,6 @@
 """How the tables run their arms over seeds (no model runs: the runner is replaced)."""
 
-from samrepro import presets, tables
+from samrepro.study import presets, tables
 
 
 def test_an_arm_no_seed_changes_runs_once_and_the_others_once_a_seed(monkeypatch):

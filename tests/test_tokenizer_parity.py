@@ -13,9 +13,9 @@ no `legacy` key, as LLaMA-1's has not) or only where a piece does not start with
 (`legacy: false`, Llama-2's). Found: the fast tokenizer alone matches the slow one on
 WikiText-2 and the C4 sample in both modes and on PTB with `legacy: false`, but in legacy
 mode (LLaMA-1's configs) it gives ~4,350 tokens fewer around PTB test's 4,794 "<unk> " (the
-slow tokenizer's dummy prefix after each; 4% of the stream), so samrepro.data.tokenize computes the slow tokenizer's stream
+slow tokenizer's dummy prefix after each; 4% of the stream), so samrepro.io.data.tokenize computes the slow tokenizer's stream
 (data.slow_sentencepiece_ids, with the fast tokenizer). What this shows: that transformers' conversion of a LLaMA-style
-tokenizer.model and samrepro.data.tokenize give the slow tokenizer's token streams on these
+tokenizer.model and samrepro.io.data.tokenize give the slow tokenizer's token streams on these
 corpora. What it does not show: that LLaMA's own vocabulary and merges convert the same
 (another vocabulary can break ties differently), nor that a repository's tokenizer.json
 matches its tokenizer.model.
@@ -26,7 +26,7 @@ import re
 
 import pytest
 
-from samrepro.data import eval_stream, load_corpus, tokenize
+from samrepro.io.data import eval_stream, load_corpus, tokenize
 
 SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
 
@@ -85,7 +85,7 @@ def slow(processor, text: str, legacy: bool) -> list[int]:
 @pytest.mark.parametrize("stream", ["wikitext2", "ptb", "c4"])
 @pytest.mark.parametrize("which", ["llama-1", "llama-2"])
 def test_token_streams_are_the_slow_tokenizers(llama_style, data_dir, stream, which):
-    from samrepro.models import load_tokenizer
+    from samrepro.io.models import load_tokenizer
 
     processor, folders = llama_style
     tokenizer = load_tokenizer(str(folders[which]))

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from samrepro.cli import main
+from samrepro.commands.cli import main
 from samrepro.errors import UserError
-from samrepro import verify as verify_module
-from samrepro.verify import compare, read_results
+from samrepro.study import verify as verify_module
+from samrepro.study.verify import compare, read_results
 
 RESULT = {"preset": "embedded", "settings": {"seeds": 3}, "rows": [
     {"model": "embedded", "method": "sparsegpt", "seeds": 3, "achieved_sparsity": 0.5,
@@ -116,7 +116,7 @@ def test_fewer_seeds_reach_the_notebook_and_bad_seeds_are_refused(tmp_path, monk
 def test_new_cells_are_named_by_what_they_compare_not_by_their_numbers():
     """verify pairs a committed cell with the re-run's by its label: the new cells (C0,
     matched, confounded) keep their numbers out of it."""
-    from samrepro.claims import keeps_sparsity, lower_perplexity
+    from samrepro.study.claims import keeps_sparsity, lower_perplexity
 
     c0 = [keeps_sparsity([{"achieved_sparsity": x}], 0.5, "embedded paper (isc) at 50%")
           for x in (0.5176, 0.5181)]

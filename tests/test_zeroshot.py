@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from samrepro.errors import UserError
-from samrepro.evaluate import LOCAL_TASKS_DIR, zero_shot
-from samrepro.models import load_model
+from samrepro.io.evaluate import LOCAL_TASKS_DIR, zero_shot
+from samrepro.io.models import load_model
 
 LIMIT = 3
 
@@ -57,7 +57,7 @@ def test_local_hellaswag_differs_from_the_harness_only_in_case():
     from lm_eval.tasks.hellaswag.utils import process_docs
 
     import datasets
-    from samrepro.tasks.loaders import hellaswag, hellaswag_docs
+    from samrepro.io.tasks.loaders import hellaswag, hellaswag_docs
 
     hub_row = {"activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.",
                "ctx_b": "he", "label": "3", "endings": [

@@ -1,0 +1,1 @@
+"""The commands: the samrepro CLI, the torchrun entry and JupyterLab."""

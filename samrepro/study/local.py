@@ -1,0 +1,97 @@
+"""A run of your own, kept apart from the committed results: `make table1` (any notebook target)
+writes to results/local/<preset>/ (git-ignored), never over results/<preset>/. Then
+
+    python -m samrepro.study.local compare table1     (make compare NOTEBOOK=table1)
+    python -m samrepro.study.local promote table1     (make promote NOTEBOOK=table1)
+
+`compare` sets the local results against the committed ones by samrepro.study.verify's rule
+(docs/method.md §7: a claim cell contradicts the committed one only when the two decide opposite
+ways or their intervals do not overlap); `promote` copies the local files over the committed
+ones, after which `make readme` rewrites the README's claim table from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from samrepro.errors import UserError
+from samrepro.study.settings import results_dir
+from samrepro.study.verify import compare as verify_compare
+from samrepro.study.verify import read_results
+
+LOCAL = "local"  # results/local/<preset>/: runs of your own
+
+
+def paths(name: str, preset: str = "embedded", root: Path | None = None) -> tuple[Path, Path]:
+    """(the local results JSON, the committed one) of notebook `name`."""
+    root = Path(root or results_dir())
+    return root / LOCAL / preset / f"{name}.json", root / preset / f"{name}.json"
+
+
+def _read(path: Path, what: str) -> dict:
+    if not path.is_file():
+        hint = (f"run `make {path.stem}` first" if what == "local"
+                else "there is nothing committed to compare with")
+        raise UserError(f"no {what} results {path}: {hint}")
+    return read_results(path)
+
+
+def summary(name: str, preset: str = "embedded", root: Path | None = None) -> tuple[int, str]:
+    """(number of contradictions, the report): claim lines, then the values outside the
+    committed intervals, then what to do next."""
+    local, committed = paths(name, preset, root)
+    mine, theirs = _read(local, "local"), _read(committed, "committed")
+    lines = verify_compare(theirs, mine)
+    claims = [(ok, text) for ok, text in lines if text.startswith("claim ")]
+    values = [(ok, text) for ok, text in lines if not text.startswith("claim ")]
+    bad = [text for ok, text in lines if not ok]
+    seeds = mine["settings"].get("seeds"), theirs["settings"].get("seeds")
+    out = [f"{name}: your run ({seeds[0]} seeds, {local}) against the committed one "
+           f"({seeds[1]} seeds, {committed}), by the rule of `make verify` (docs/method.md §7):"]
+    out += [("  ok   " if ok else "  DIFF ") + text for ok, text in claims]
+    out.append(f"values: {sum(ok for ok, _ in values)} of {len(values)} inside the committed "
+               "95% interval (or within 5% where it has none)"
+               + ("; fewer seeds than committed give more spread" if seeds[0] != seeds[1] else ""))
+    out += ["  DIFF " + text for ok, text in values if not ok]
+    out.append(f"{len(bad)} contradiction(s) in {len(lines)} lines. "
+               + (f"To make your run the committed one: make promote NOTEBOOK={name}"
+                  if not bad else "Committed and local results disagree: see the DIFF lines"))
+    return len(bad), "\n".join(out)
+
+
+def promote(name: str, preset: str = "embedded", root: Path | None = None) -> list[Path]:
+    """Copy results/local/<preset>/<name>.* (and <name>-*.png) over results/<preset>/."""
+    local, committed = paths(name, preset, root)
+    _read(local, "local")
+    files = sorted({*local.parent.glob(f"{name}.*"), *local.parent.glob(f"{name}-*.png")})
+    committed.parent.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(f, committed.parent / f.name)) for f in files]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m samrepro.study.local", description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=("compare", "promote"))
+    p.add_argument("notebook", help="e.g. table1")
+    p.add_argument("--preset", default="embedded")
+    p.add_argument("--strict", action="store_true",
+                   help="compare: exit status 1 when something contradicts the committed result")
+    args = p.parse_args(argv)
+    try:
+        if args.action == "compare":
+            bad, text = summary(args.notebook, args.preset)
+            print(text)
+            return 1 if bad and args.strict else 0
+        copied = promote(args.notebook, args.preset)
+        print("\n".join(f"promoted {f}" for f in copied))
+        print("now `make readme` (the README's claim table) and commit results/ and README.md")
+        return 0
+    except UserError as e:
+        print(f"samrepro: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
