@@ -206,7 +206,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 def _parameters_cell(name: str) -> str:
     cells = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
-    return next(c["source"] for c in cells if "parameters" in c["metadata"].get("tags", []))
+    source = next(c["source"] for c in cells if "parameters" in c["metadata"].get("tags", []))
+    return "".join(source)  # nbformat stores a string or a list of lines
 
 
 def _namespace(name: str, **given) -> dict:

@@ -12,7 +12,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # where a number may come from: the results (ours and the paper's), the committed models' cards
 SOURCES = [*ROOT.glob("results/**/*.json"), *ROOT.glob("results/**/*.md"),
            *ROOT.glob("results/**/*.csv"), *ROOT.glob("samrepro/checkpoints/*/README.md"),
-           ROOT / "samrepro" / "paper_reference.json"]
+           ROOT / "samrepro" / "study" / "paper_reference.json"]
 # numbers that read as measurements: a decimal percentage (1.8%), a decimal with two or more
 # places (7.11, 0.000456), a parameter count (2.7 M, 2,664,960), a range of percentages (1–5%)
 MEASURED = re.compile(r"(?<![\w.,\-−])(?:\d+(?:\.\d+)?[–-]\d+(?:\.\d+)?%|\d+\.\d+%|\d+\.\d{2,}"

@@ -27,9 +27,10 @@ model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 tokenizer = AutoTokenizer.from_pretrained(folder)
 lines = open(data, encoding="utf-8").read().splitlines()
 ids = torch.tensor(tokenizer(" ".join(line.strip() for line in lines))["input_ids"])
+total = len(ids) // seqlen  # K windows spread evenly: window floor((i + 1/2) total / K)
 nll = []
 with torch.no_grad():
-    for w in range(windows):
+    for w in [int((i + 0.5) * total / windows) for i in range(windows)]:
         x = ids[w * seqlen:(w + 1) * seqlen][None]
         logits = model(input_ids=x).logits[0, :-1].float()
         nll.append(F.cross_entropy(logits, x[0, 1:]).item())

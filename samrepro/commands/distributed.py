@@ -136,10 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     """Every rank checks the plan, loads the model, estimates its share into the cache; rank 0
     prints a summary and writes --json."""
     from samrepro.commands.cli import _check_common_args, _config, _sensitivity_summary
-    from samrepro.io.data import calibration_windows
     from samrepro.method.allocation import traces
     from samrepro.method.estimators import estimator
-    from samrepro.study.experiments import load, sensitivity_for
+    from samrepro.study.experiments import estimates_for
     from samrepro.io.files import write_json
     from samrepro.io.provenance import versions
     from samrepro.method.sensitivity import layer_sensitivity
@@ -164,13 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("nccl" if gpus else "gloo")
             started_group = True
         device = torch.device(devices[0])
-        model, tokenizer = load(config, device)
-        windows, corpus = calibration_windows(config.calib, tokenizer, config.nsamples,
-                                              config.seqlen, config.seed, args.data_dir)
         placement = {"devices": devices, "checkpointing": checkpointing}
         rank = rank_and_world()[0]
-        estimate = sensitivity_for(config, model, windows, corpus, config.estimator, device,
-                                   progress=not args.quiet and rank == 0, placement=placement)
+        estimates, corpus = estimates_for(config, [config.estimator], args.data_dir, device,
+                                          progress=not args.quiet and rank == 0,
+                                          placement=placement)
+        estimate = estimates[config.estimator]
         if rank == 0:
             result = {"config": config.key(), "calibration_source": corpus.source,
                       "versions": versions(), **estimate,

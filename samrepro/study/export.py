@@ -82,7 +82,7 @@ def build_map(config: RunConfig, result: dict, zeros: dict[str, tuple[int, int]]
         "settings": {**config.key(), "alpha": config.resolved_alpha},
         "seed": config.seed,
         "sensitivity_estimator": None if estimate is None else (
-            "owl" if config.allocation == "owl" else config.estimator),
+            allocation(config.allocation).estimator or config.estimator),
         "overall": {"target_sparsity": config.sparsity,
                     "planned_sparsity": result["planned_sparsity"],
                     "achieved_sparsity": sum(c for c, _ in zeros.values()) / total},

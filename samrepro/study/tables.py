@@ -14,9 +14,8 @@ from samrepro.method.allocation import ALLOCATIONS, traces
 from samrepro.study.claims import (FORMAT, TOLERANCE, above_all, achieved, document_scores,
                                    growing_gain, headline, higher_accuracy, keeps_sparsity,
                                    lower_perplexity, seed_free, verdict, window_nll)
-from samrepro.io.data import calibration_windows
 from samrepro.errors import UserError
-from samrepro.study.experiments import load, sensitivity_for
+from samrepro.study.experiments import estimates_for
 from samrepro.machine.hardware import default_device
 from samrepro.io.models import layer_of
 from samrepro.study.progress import track
@@ -345,11 +344,9 @@ def sensitivities(s: dict, model_spec: str, estimators=("hutchinson", "fisher", 
     found: dict[str, list[dict]] = {e: [] for e in estimators}
     for seed in range(s["seeds"]):
         cfg = config(s, model_spec, sparsity=0.0, seed=seed)
-        model, tokenizer = load(cfg, device)
-        windows, corpus = calibration_windows(cfg.calib, tokenizer, cfg.nsamples, cfg.seqlen,
-                                              cfg.seed, s["data_dir"])
+        estimates, _ = estimates_for(cfg, estimators, s["data_dir"], device)
         for e in estimators:
-            found[e].append(sensitivity_for(cfg, model, windows, corpus, e, device))
+            found[e].append(estimates[e])
     return {e: _pooled(found[e]) for e in estimators}
 
 
