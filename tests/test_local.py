@@ -36,12 +36,12 @@ def test_a_flipped_cell_and_a_value_outside_its_interval_are_reported(root):
     cell["outcome"], cell["low"], cell["high"] = "fails", 0.5, 0.6  # opposite side, no overlap
     row = data["rows"][0]
     row["ptb"] = row["ptb_high"] * 2
-    data["settings"]["seeds"] = 3
+    data["settings"]["seeds"] = 2  # fewer than the committed run's
     path.write_text(json.dumps(data))
     bad, text = local.summary("table1", root=root)
     assert bad == 2
     assert sum(line.startswith("  DIFF ") for line in text.splitlines()) == 2 and "OUTSIDE" in text and "fewer seeds" in text
-    assert "(3 seeds" in text and "disagree" in text
+    assert "(2 seeds" in text and "disagree" in text
 
 
 def test_promote_copies_the_local_files_over_the_committed_ones(root):
