@@ -27,11 +27,17 @@ SHARES = {"residual": (0.05, 0.05, 0.90), "seed": (0.90, 0.05, 0.05)}
 SEEDS = (2, 3, 10)
 
 
-def case(regime: str, seeds: int, draws: int, rng) -> dict:
+def synthetic(regime: str, seeds: int, draws: int, rng) -> np.ndarray:
+    """draws × seeds × WINDOWS crossed data of true mean 0 whose grand mean has variance 1,
+    split as SHARES[regime] says (tests/test_stats.py checks its bands on the same data)."""
     seed, window, residual = SHARES[regime]
-    d = (rng.normal(0, math.sqrt(seed * seeds), (draws, seeds, 1))
-         + rng.normal(0, math.sqrt(window * WINDOWS), (draws, 1, WINDOWS))
-         + rng.normal(0, math.sqrt(residual * seeds * WINDOWS), (draws, seeds, WINDOWS)))
+    return (rng.normal(0, math.sqrt(seed * seeds), (draws, seeds, 1))
+            + rng.normal(0, math.sqrt(window * WINDOWS), (draws, 1, WINDOWS))
+            + rng.normal(0, math.sqrt(residual * seeds * WINDOWS), (draws, seeds, WINDOWS)))
+
+
+def case(regime: str, seeds: int, draws: int, rng) -> dict:
+    d = synthetic(regime, seeds, draws, rng)
     mean, variance, df = crossed_variance([d])  # the true variance of the grand mean is 1
     covered = np.abs(mean) <= t_quantile(df) * np.sqrt(variance)
     coverage = float(covered.mean())

@@ -1,6 +1,7 @@
 """The paired intervals and three-valued verdicts (samrepro.study.stats) on synthetic data whose
 answer is known."""
 
+import functools
 import math
 
 import numpy as np
@@ -23,8 +24,7 @@ def crossed(rng, mean, seeds=3, windows=16, seed_sd=0.02, window_sd=0.03, noise_
 # (8000: the standard error of a coverage near 95% is 0.24 point, so a 1-point shift shows).
 # Shares are of the variance of the grand mean: residual-dominated (seed 5%, window 5%,
 # residual 90%) and seed-dominated (seed 90%, window 5%, residual 5%).
-DRAWS, WINDOWS = 8000, 32
-SHARES = {"residual": (0.05, 0.05, 0.90), "seed": (0.90, 0.05, 0.05)}
+DRAWS = 8000
 # Coverage bands: residual-dominated intervals cover at least 94.5% and, floored at the
 # residual term, at most 97.5%; seed-dominated ones are near 95% at 10 seeds, while with 2-3
 # seeds Satterthwaite's degrees of freedom, estimated from one or two seed differences, run
@@ -38,12 +38,22 @@ WIDTH = {"residual": (0.97, 1.25), "seed": (0.97, 1.03)}
 
 
 def crossed_draws(regime, seeds, rng):
-    """DRAWS × seeds × windows crossed data of true mean 0, and the true SE of its mean."""
-    seed, window, residual = SHARES[regime]
-    d = (rng.normal(0, math.sqrt(seed * seeds), (DRAWS, seeds, 1))
-         + rng.normal(0, math.sqrt(window * WINDOWS), (DRAWS, 1, WINDOWS))
-         + rng.normal(0, math.sqrt(residual * seeds * WINDOWS), (DRAWS, seeds, WINDOWS)))
-    return d, 1.0  # the shares sum to 1: Var(grand mean) = 1
+    """DRAWS × seeds × windows crossed data of true mean 0 (the generator that
+    benchmarks/interval_coverage.py reports from), and the true SE of its mean."""
+    return coverage_benchmark().synthetic(regime, seeds, DRAWS, rng), 1.0  # shares sum to 1
+
+
+@functools.lru_cache(maxsize=1)
+def coverage_benchmark():
+    """benchmarks/interval_coverage.py, loaded from its file (benchmarks is no package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "interval_coverage.py"
+    spec = importlib.util.spec_from_file_location("interval_coverage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def samrepro_interval(d):

@@ -60,7 +60,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(tiny models trained on PTB, for tests), tiny-llama or tiny-opt")
     p.add_argument("--calib", choices=DATASETS, default=None,
                    help="calibration corpus (default: c4; ptb for the models trained on PTB)")
-    p.add_argument("--nsamples", type=int, default=None, help="calibration windows (default 128)")
+    p.add_argument("--nsamples", type=int, default=None, help=f"calibration windows (default {RunConfig.nsamples})")
     p.add_argument("--seqlen", type=int, default=None,
                    help="tokens per window (default: 2048, or the model's context if shorter)")
     p.add_argument("--data-dir", default=None, help="local data folder (else SAMREPRO_DATA_DIR, else the hub)")
@@ -72,8 +72,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-layers", type=int, default=None,
                    help="keep only the first N decoder layers (smoke tests)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="calibration windows per forward (default 8)")
-    p.add_argument("--seed", type=int, default=None, help="calibration seed (default 0)")
+                   help=f"calibration windows per forward (default {RunConfig.batch_size})")
+    p.add_argument("--seed", type=int, default=None, help=f"calibration seed (default {RunConfig.seed})")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run the checkpoint's own code (Baichuan needs it); only for code you trust")
     p.add_argument("--allow-bin-weights", action="store_true",
@@ -83,9 +83,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _estimation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", choices=sensitivity_estimators(), default=None,
-                   help="sensitivity estimator (docs/method.md §3; default hutchinson)")
+                   help=f"sensitivity estimator (docs/method.md §3; default {RunConfig.estimator})")
     p.add_argument("--probes", type=int, default=None,
-                   help="Hutchinson: at most this many probes (default 100)")
+                   help=f"Hutchinson: at most this many probes (default {RunConfig.probes})")
     p.add_argument("--rel-tol", type=float, default=None,
                    help="Hutchinson: stop when 90%% of matrices reach this relative standard error")
     p.add_argument("--distribution", choices=DISTRIBUTIONS, default=None,
@@ -182,9 +182,9 @@ def _pruning(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", type=float, default=None,
                    help="overall target sparsity in [0, 1); 0 evaluates the dense model")
     p.add_argument("--saliency", choices=SALIENCIES, default=None,
-                   help="which weights to drop (docs/method.md §2; default obs)")
+                   help=f"which weights to drop (docs/method.md §2; default {RunConfig.saliency})")
     p.add_argument("--allocation", choices=ALLOCATIONS, default=None,
-                   help="per-matrix sparsities (docs/method.md §4; default uniform)")
+                   help=f"per-matrix sparsities (docs/method.md §4; default {RunConfig.allocation})")
     p.add_argument("--alpha", type=float, default=None,
                    help=f"half-width of the sparsity range (default {ALPHA}; OWL's lambda {OWL_LAMBDA} "
                         "for owl)")
@@ -194,7 +194,7 @@ def _pruning(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nm", type=_nm, default=None, metavar="N:M",
                    help="semi-structured N:M sparsity, e.g. 2:4 (implies sparsity N/M)")
     p.add_argument("--wbits", type=int, default=None,
-                   help="quantize kept weights to 3 or 4 bits (default 16: no quantization)")
+                   help=f"quantize kept weights to 3 or 4 bits (default {RunConfig.wbits}: no quantization)")
 
 
 def _outputs(p: argparse.ArgumentParser) -> None:
