@@ -58,3 +58,27 @@ def test_a_missing_local_run_says_what_to_do(tmp_path):
     with pytest.raises(UserError, match="run `make table1` first"):
         local.summary("table1", root=tmp_path)
     assert local.main(["compare", "table9"]) == 2
+
+
+def test_a_second_promotion_replaces_the_section(root):
+    path = root / "local" / "embedded" / "table1.json"
+    data = json.loads(path.read_text())
+    data["settings"]["seeds"] = 7
+    path.write_text(json.dumps(data))
+    local.promote("table1", root=root)
+    local.promote("table1", root=root)
+    changes = (root / "embedded" / "CHANGES.md").read_text()
+    assert changes.count("## table1") == 1 and "Replaced: 7 seeds" in changes and "New: 7 seeds" in changes
+    assert len([l for l in changes.splitlines() if l.startswith("| C") or l.startswith("| T")]) == len(data["claims"])
+
+
+def test_the_first_promotion_shows_the_replaced_verdicts(root):
+    path = root / "local" / "embedded" / "table1.json"
+    data = json.loads(path.read_text())
+    old = data["claims"][0]["verdict"]
+    data["claims"][0]["verdict"] = "fails 9, holds 0, inconclusive 0"
+    path.write_text(json.dumps(data))
+    local.promote("table1", root=root)
+    row = next(l for l in (root / "embedded" / "CHANGES.md").read_text().splitlines()
+               if l.startswith(f"| {data['claims'][0]['claim']} |"))
+    assert row.split(" | ")[1].startswith(old) and row.split(" | ")[2].startswith("fails 9")

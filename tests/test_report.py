@@ -164,9 +164,36 @@ def test_written_tables_mark_cells_not_evaluated(tmp_path):
                        {"model": "opt-ptb-standin", "ptb": 216.6, "c4": float("nan")}])
     folder = report.write(s, "t", df, [])
     md = (folder / "t.md").read_text()
-    standin = next(line for line in md.splitlines() if "opt-ptb-standin" in line)
+    standin = next(line for line in md.splitlines() if "OPT stand-in" in line)
     assert not re.search(r"\bnan\b", md) and "—" in standin and "216.6" in standin
+    assert "SmolLM2-135M" in md and "| embedded" not in md  # models named by what they are
     assert json.loads((folder / "t.json").read_text())["rows"][0]["c4"] == 32.32
+
+
+def test_results_record_the_alpha_used_and_rerender_keeps_notes_and_pictures(tmp_path):
+    """α left to the allocation is recorded as the value used (0.1 for `paper`), not null; a
+    Markdown result written again from its JSON (report.rerender) keeps the notebook's notes
+    and the pictures embedded after it, and shows the forest plot once."""
+    import json
+
+    from samrepro.study import plots
+
+    s = settings.settings("smoke", output_dir=tmp_path)
+    claims = [{"claim": "C1", "statement": "ISC beats OBS", "verdict": "holds 1",
+               "evidence": ["embedded isc vs obs ptb: -3% [-5%, -1%]: holds"]}]
+    folder = report.write(s, "t", pd.DataFrame([{"model": "embedded", "ptb": 1.5}]), claims,
+                          notes="Table t: a note")
+    assert json.loads((folder / "t.json").read_text())["settings"]["alpha"] == 0.1
+    (folder / "t.png").write_bytes(b"png")
+    (folder / "t-forest.png").write_bytes(b"png")
+    plots.embed(folder / "t.md", folder / "t.png", "a caption")
+    report.rerender(folder / "t.json")
+    md = (folder / "t.md").read_text()
+    assert "Table t: a note" in md and "*t.png: a caption*" in md and md.count("(t-forest.png)") == 1
+    assert "SmolLM2-135M isc vs obs ptb" in md
+    assert md.index("## The paper's claims") < md.index("(t.png)") < md.index("## Provenance")
+    report.rerender(folder / "t.json")  # again: nothing doubles
+    assert (folder / "t.md").read_text() == md
 
 
 def test_every_table_and_figure_notebook_plans_first_at_the_paper_preset(monkeypatch):

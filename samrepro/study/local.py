@@ -7,17 +7,20 @@ writes to results/local/<preset>/ (git-ignored), never over results/<preset>/. T
 `compare` sets the local results against the committed ones by samrepro.study.verify's rule
 (docs/method.md §7: a claim cell contradicts the committed one only when the two decide opposite
 ways or their intervals do not overlap); `promote` copies the local files over the committed
-ones, after which `make readme` rewrites the README's claim table from them.
+ones and records in results/<preset>/CHANGES.md how each claim's verdict moved, after which
+`make readme` rewrites the README's claim table from them.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
 
 from samrepro.errors import UserError
+from samrepro.io.files import write_text
 from samrepro.study.settings import results_dir
 from samrepro.study.verify import compare as verify_compare
 from samrepro.study.verify import read_results
@@ -62,12 +65,49 @@ def summary(name: str, preset: str = "embedded", root: Path | None = None) -> tu
     return len(bad), "\n".join(out)
 
 
+def verdict_changes(name: str, before: dict, after: dict) -> str:
+    """A Markdown section: each claim's verdict (and headline verdict) in the replaced result
+    against the new one, with the seeds and code versions of both."""
+    def claims(data):
+        return {c["claim"]: c for c in data.get("claims", [])}
+    old, new = claims(before), claims(after)
+    lines = [f"## {name}", "",
+             f"Replaced: {before['settings'].get('seeds')} seeds, code {before.get('code')}, "
+             f"format {before.get('format', 1)}. New: {after['settings'].get('seeds')} seeds, "
+             f"code {after.get('code')}, format {after.get('format', 1)}.", "",
+             "| claim | before | after |", "|---|---|---|"]
+    for claim in [*old, *(c for c in new if c not in old)]:
+        cells = []
+        for data in (old, new):
+            c = data.get(claim)
+            text = "–" if c is None else c["verdict"]
+            if c and c.get("headline_verdict"):
+                text += f"; headline cells: {c['headline_verdict']}"
+            cells.append(text)
+        lines.append(f"| {claim} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def record_changes(name: str, before: dict, after: dict, path: Path) -> Path:
+    """Put `name`'s section of verdict_changes into `path` (CHANGES.md), in place of an earlier one."""
+    head = ("# How the verdicts moved when a result was replaced\n\n"
+            "Written by `make promote` (samrepro.study.local): per notebook, its latest replacement.\n")
+    text = path.read_text(encoding="utf-8") if path.is_file() else head
+    sections = re.split(r"(?m)^(?=## )", text)
+    kept = [s for s in sections[1:] if not s.startswith(f"## {name}\n")]
+    body = sorted([*kept, verdict_changes(name, before, after)])
+    return write_text(path, sections[0].rstrip("\n") + "\n\n" + "\n".join(s.rstrip("\n") + "\n" for s in body))
+
+
 def promote(name: str, preset: str = "embedded", root: Path | None = None) -> list[Path]:
-    """Copy results/local/<preset>/<name>.* (and <name>-*.png) over results/<preset>/."""
+    """Copy results/local/<preset>/<name>.* (and <name>-*.png) over results/<preset>/, after
+    recording how the verdicts moved (record_changes)."""
     local, committed = paths(name, preset, root)
-    _read(local, "local")
+    mine = _read(local, "local")
     files = sorted({*local.parent.glob(f"{name}.*"), *local.parent.glob(f"{name}-*.png")})
     committed.parent.mkdir(parents=True, exist_ok=True)
+    if committed.is_file():
+        record_changes(name, read_results(committed), mine, committed.parent / "CHANGES.md")
     return [Path(shutil.copy2(f, committed.parent / f.name)) for f in files]
 
 

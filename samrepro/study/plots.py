@@ -179,11 +179,13 @@ def _forest_rows(claims: list[dict]) -> dict[str, list[dict]]:
             arms = cell.get("arms") or (cell.get("pairs") or [["?"]])[0]
             scale = 100 if "%" in unit else 1
             value = cell.get("change", cell.get("difference", cell.get("slope")))
+            key = str(arms[0]).split()[0]
             panels.setdefault(unit, []).append({
-                "claim": claim["claim"], "model": str(arms[0]).split()[0],
+                "claim": claim["claim"], "model": model_label(key),
                 "headline": bool(cell.get("headline")), "value": scale * value,
                 "low": scale * cell["low"], "high": scale * cell["high"],
-                "label": re.sub(r" \(headline, average over [^)]*\)", "", cell["text"].split(":")[0]),
+                "label": re.sub(r" \(headline, average over [^)]*\)", "",
+                                cell["text"].split(":")[0]).replace(key, model_label(key), 1),
                 "outcome": cell.get("label", cell["outcome"])})
     return panels
 

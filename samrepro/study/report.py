@@ -20,7 +20,12 @@ from samrepro.io.files import write_json, write_text
 from samrepro.machine.hardware import default_device, machine
 from samrepro.io.inputs import of as inputs_of
 from samrepro.io.provenance import code_hash, git_commit, versions, warn_if_versions_differ
-from samrepro.study.settings import SETTING_KEYS, regression_skip, results_dir
+from samrepro.study.names import LABELS, model_label
+from samrepro.study.settings import recorded_settings, regression_skip, results_dir
+
+# The keys of a results JSON shown under "Provenance" in its Markdown file
+PROVENANCE = ("preset", "settings", "versions", "device", "machine", "code", "git_commit",
+              "wall_seconds", "inputs")
 
 
 def paper_reference() -> dict:
@@ -115,7 +120,7 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
         except (OSError, ValueError, AttributeError):
             stored = None
         warn_if_versions_differ(stored, f"the replaced {previous}")
-    provenance = {"preset": s["preset"], "settings": {k: s.get(k) for k in SETTING_KEYS},
+    provenance = {"preset": s["preset"], "settings": recorded_settings(s, name),
                   "versions": versions(), "device": str(default_device(s["device"])),
                   "machine": machine(), "code": code_hash(), "git_commit": git_commit(),
                   "wall_seconds": round(time.time() - s["started"], 1),
@@ -129,24 +134,72 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
         from samrepro.study.plots import forest
         forest(claims, folder / f"{name}-forest.png")
     write_text(folder / f"{name}.csv", table.to_csv(index=False))
-    lines = [f"# {name} ({s['preset']} preset)", "", notes, "", "## Ours", "",
+    result = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    write_text(folder / f"{name}.md", markdown(name, result, notes, folder))
+    return folder
+
+
+def _labelled(text: str) -> str:
+    """An evidence line with its leading preset key ('embedded isc vs obs …') named as what the
+    model is ('SmolLM2-135M isc vs obs …')."""
+    head, _, rest = text.partition(" ")
+    return f"{model_label(head)} {rest}" if head in LABELS else text
+
+
+def markdown(name: str, result: dict, notes: str = "", folder: Path | None = None) -> str:
+    """The Markdown result of a results JSON: our table, the paper's, the claims (with the
+    forest plot when `folder` holds <name>-forest.png), the provenance. Models are named by
+    what they are (samrepro.study.names)."""
+    import pandas as pd
+
+    table = pd.DataFrame(result["rows"])
+    if "model" in table.columns:
+        table["model"] = [model_label(m) for m in table["model"]]
+    lines = [f"# {name} ({result['preset']} preset)", "", notes, "", "## Ours", "",
              _markdown(table), ""]
     if any(f"{c}_low" in table.columns for c in table.columns):
         lines += ["A value in brackets is that arm's own 95% interval over seeds and windows, "
                   "not a comparison; the claims below compare arms, paired.", ""]
     if table.isna().any().any():
         lines += ["— : not evaluated (e.g. the OPT stand-in is scored on PTB only)", ""]
-    if paper_table is not None:
-        lines += ["## The paper", "", paper_table.to_markdown(index=False, floatfmt=".4g"), ""]
+    if result.get("paper"):
+        paper = pd.DataFrame(result["paper"])
+        lines += ["## The paper", "", paper.to_markdown(index=False, floatfmt=".4g"), ""]
+    claims = result.get("claims") or []
     if claims:
         lines += ["## The paper's claims", ""]
         for c in claims:
             lines.append(f"- **{c['claim']}** {c['statement']}: **{c['verdict']}**")
-            lines += [f"  - {e}" for e in c["evidence"]]
+            lines += [f"  - {_labelled(e)}" for e in c["evidence"]]
         lines.append("")
+    if folder is not None and (Path(folder) / f"{name}-forest.png").is_file():
+        lines += [f"![{name}-forest]({name}-forest.png)", "",
+                  f"*{name}-forest.png: every comparison cell's paired change with its 95% "
+                  "interval, grouped by claim and coloured by model; diamonds are headline cells "
+                  "(the average over the streams); confounded cells are left out "
+                  "(docs/method.md §7).*", ""]
+    provenance = {k: result.get(k) for k in PROVENANCE if k in result}
     lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2), "```", ""]
-    write_text(folder / f"{name}.md", "\n".join(lines))
-    return folder
+    return "\n".join(lines)
+
+
+def rerender(path: str | os.PathLike) -> Path:
+    """Write results/<preset>/<name>.md (and its forest plot) again from its JSON, after a
+    change of presentation alone (no re-run): the notes and the figures a notebook added (plots.embed) are kept from
+    the Markdown file it replaces."""
+    path = Path(path)
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if result.get("format", 1) >= 2 and any(c.get("cells") for c in result.get("claims", [])):
+        from samrepro.study.plots import forest
+        forest(result["claims"], path.parent / f"{path.stem}-forest.png")
+    target = path.with_suffix(".md")
+    old = target.read_text(encoding="utf-8") if target.is_file() else ""
+    notes = old.split("\n\n## Ours")[0].partition("\n\n")[2].strip() if old else ""
+    pictures = [p for p in re.findall(r"!\[[^\]]*\]\([^)]*\)\n\n\*[^\n]*\*\n", old)
+                if "-forest.png" not in p]
+    text = markdown(path.stem, result, notes, path.parent)
+    head, mark, tail = text.rpartition("## Provenance")
+    return write_text(target, head + "".join(p + "\n" for p in pictures) + mark + tail)
 
 
 def tidy_notebook(path: str | os.PathLike) -> Path:

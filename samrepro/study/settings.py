@@ -122,6 +122,16 @@ def regression_skip(s: dict) -> str | None:
     return None
 
 
+def recorded_settings(s: dict, notebook: str) -> dict:
+    """The settings a results file records: SETTING_KEYS, with α as the value used where it
+    was left to the method's allocation (0.1 for `paper` and `exact`); None only in
+    allocations.ipynb, where every allocation takes its own."""
+    recorded = {k: s.get(k) for k in SETTING_KEYS}
+    if recorded["alpha"] is None and s.get("allocation") and notebook != "allocations":
+        recorded["alpha"] = allocation(s["allocation"]).default_alpha
+    return recorded
+
+
 def config(s: dict, model_spec: str, **fields) -> RunConfig:
     """A RunConfig for one model of the settings `s`, with per-run fields (sparsity, …)."""
     name, layers = split_model(model_spec)
