@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from samrepro.study import readme
+from samrepro.study.names import LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "embedded"
@@ -56,6 +57,8 @@ def test_the_results_table_shows_every_claim_of_results_with_its_verdict_and_num
     for source, claim in claims:
         rows = [r for r in table if r[0] == claim["claim"] and source in r[4]]
         first = (claim.get("evidence") or [""])[0]
+        head, _, rest = first.partition(" ")  # the model named by what it is
+        first = f"{LABELS[head]} {rest}" if head in LABELS else first
         shown = f"**{claim['verdict']}**"
         matching = [r for r in rows if r[2] == shown
                     and r[3] == first.replace("|", "\\|").replace("\n", " ")]

@@ -19,3 +19,10 @@ def model_label(spec: str) -> str:
     name, _, layers = str(spec).partition("@")
     label = LABELS.get(name, name)
     return f"{label} (first {layers} layers)" if layers else label
+
+
+def labelled(text: str) -> str:
+    """A line that starts with a preset key ('embedded isc vs obs …') with the model named as
+    what it is ('SmolLM2-135M isc vs obs …')."""
+    head, _, rest = text.partition(" ")
+    return f"{model_label(head)} {rest}" if head in LABELS else text

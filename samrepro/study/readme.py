@@ -28,6 +28,8 @@ import re
 import sys
 from pathlib import Path
 
+from samrepro.study.names import labelled, model_label
+
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("README.md", "docs/install.md")
 RESULTS = Path("results/embedded")  # relative to the checkout; links in the README use it
@@ -95,7 +97,7 @@ def _settings_line(rows: list[dict]) -> str:
     s = by_result["table1"]["settings"]
     parts = [f"preset `{by_result['table1']['preset'] or '?'}`"]
     if s.get("models"):
-        parts.append("models " + ", ".join(f"`{m}`" for m in s["models"]))
+        parts.append("models " + ", ".join(f"{model_label(m)} (`{m}`)" for m in s["models"]))
     if s.get("nsamples") and s.get("seqlen"):
         parts.append(f"{s['nsamples']} calibration windows of {s['seqlen']} tokens")
     if s.get("eval_windows"):
@@ -119,7 +121,7 @@ def claims_block(results: Path | None = None) -> str:
     lines = ["| claim | the paper says | verdict | first cell | all cells |",
              "|---|---|---|---|---|"]
     for r in rows:
-        first = r["evidence"][0] if r["evidence"] else ""
+        first = labelled(r["evidence"][0]) if r["evidence"] else ""
         link = f"[{r['source']}.md]({RESULTS.as_posix()}/{r['source']}.md)" \
             if (results / f"{r['source']}.md").exists() else f"`{r['source']}.json`"
         lines.append(f"| {r['claim']} | {_cell(r['statement'])} | **{_cell(r['verdict'])}** | "

@@ -20,7 +20,7 @@ from samrepro.io.files import write_json, write_text
 from samrepro.machine.hardware import default_device, machine
 from samrepro.io.inputs import of as inputs_of
 from samrepro.io.provenance import code_hash, git_commit, versions, warn_if_versions_differ
-from samrepro.study.names import LABELS, model_label
+from samrepro.study.names import labelled, model_label
 from samrepro.study.settings import recorded_settings, regression_skip, results_dir
 
 # The keys of a results JSON shown under "Provenance" in its Markdown file
@@ -139,13 +139,6 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
     return folder
 
 
-def _labelled(text: str) -> str:
-    """An evidence line with its leading preset key ('embedded isc vs obs …') named as what the
-    model is ('SmolLM2-135M isc vs obs …')."""
-    head, _, rest = text.partition(" ")
-    return f"{model_label(head)} {rest}" if head in LABELS else text
-
-
 def markdown(name: str, result: dict, notes: str = "", folder: Path | None = None) -> str:
     """The Markdown result of a results JSON: our table, the paper's, the claims (with the
     forest plot when `folder` holds <name>-forest.png), the provenance. Models are named by
@@ -170,7 +163,7 @@ def markdown(name: str, result: dict, notes: str = "", folder: Path | None = Non
         lines += ["## The paper's claims", ""]
         for c in claims:
             lines.append(f"- **{c['claim']}** {c['statement']}: **{c['verdict']}**")
-            lines += [f"  - {_labelled(e)}" for e in c["evidence"]]
+            lines += [f"  - {labelled(e)}" for e in c["evidence"]]
         lines.append("")
     if folder is not None and (Path(folder) / f"{name}-forest.png").is_file():
         lines += [f"![{name}-forest]({name}-forest.png)", "",
