@@ -94,8 +94,9 @@ def compare(committed: dict, fresh: dict) -> list[tuple[bool, str]]:
 
 
 def _cell_label(cell: dict) -> str:
-    """What a cell compares: its text up to the first number ("embedded isc vs obs ptb")."""
-    match = re.match(r"(.*?): [-+]?\d", cell["text"])
+    """What a cell compares: its text up to the first number ("embedded isc vs obs ptb"), or
+    up to a C5/C6 cell's count ("embedded: first layer above every middle layer")."""
+    match = re.match(r"(.*?): (?:[-+]?\d|decided )", cell["text"])
     return match.group(1) if match else cell["text"]
 
 
