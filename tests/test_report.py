@@ -263,3 +263,17 @@ def test_run_all_hides_the_per_model_loading_bar_and_restores_it(monkeypatch):
     s = settings.settings("smoke", models=["tiny-opt"])
     assert settings.run_all(s, ["a", "b"]) == [{"config": "a"}, {"config": "b"}]
     assert inside == [False, False] and hf_logging.is_progress_bar_enabled()
+
+
+def test_atomic_writes_give_a_plain_file_s_permissions(tmp_path):
+    """Results written through a temporary file are readable as any file the user writes
+    (mkstemp alone makes them owner-only)."""
+    import os
+    import stat
+
+    from samrepro.io.files import write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_text(tmp_path / "r.json", "{}")
+    assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
