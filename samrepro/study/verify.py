@@ -51,7 +51,7 @@ def read_results(path) -> dict:
 
 
 def _labels(row: dict) -> tuple:
-    return tuple((k, v) for k, v in row.items() if isinstance(v, str) or k == "sparsity")
+    return tuple((k, v) for k, v in row.items() if (isinstance(v, str) and v) or k == "sparsity")
 
 
 def compare(committed: dict, fresh: dict) -> list[tuple[bool, str]]:
