@@ -277,3 +277,11 @@ def test_atomic_writes_give_a_plain_file_s_permissions(tmp_path):
     plain.write_text("x")
     written = write_text(tmp_path / "r.json", "{}")
     assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
+def test_markdown_says_when_c4_is_a_local_sample():
+    result = {"preset": "embedded", "rows": [{"model": "embedded", "c4": 60.0}], "claims": [],
+              "inputs": {"data": {"local:c4/c4_validation_2k.jsonl (C4 sample)": {"sha256": "x"}}}}
+    assert "sample of C4's validation split" in report.markdown("t", result)
+    result["inputs"]["data"] = {"hub:allenai/c4 validation": {"sha256": "x"}}
+    assert "sample of C4" not in report.markdown("t", result)

@@ -155,6 +155,10 @@ def markdown(name: str, result: dict, notes: str = "", folder: Path | None = Non
                   "not a comparison; the claims below compare arms, paired.", ""]
     if table.isna().any().any():
         lines += ["— : not evaluated (e.g. the OPT stand-in is scored on PTB only)", ""]
+    samples = [k for k in (result.get("inputs") or {}).get("data", {}) if "sample" in k.lower()]
+    if "c4" in table.columns and samples:
+        lines += [f"`c4`: scored on a sample of C4's validation split ({', '.join(samples)}), "
+                  "not on the paper's C4 evaluation windows (docs/method.md §8).", ""]
     if result.get("paper"):
         paper = pd.DataFrame(result["paper"])
         lines += ["## The paper", "", paper.to_markdown(index=False, floatfmt=".4g"), ""]
