@@ -8,7 +8,7 @@
 #   make demo       prune the embedded model to 50% with the CLI and evaluate its perplexity
 #   make test       run the test suite (unit tests, and every notebook at the smoke preset)
 #   make verify NOTEBOOK=table1   re-run a committed result and check it against its intervals
-#                                 (SEEDS=3: fewer calibration seeds than were committed)
+#                                 (SEEDS=2: fewer calibration seeds than were committed)
 #   make lab        JupyterLab on notebooks/, with the .venv's Python as the kernel (offline)
 #   make readme     rewrite the README's generated blocks from results/ (samrepro.study.readme)
 # torch comes from TORCH_INDEX (the CPU build) when that index answers, else from pip's own

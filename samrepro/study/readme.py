@@ -118,12 +118,17 @@ def _settings_line(rows: list[dict]) -> str:
 def claims_block(results: Path | None = None) -> str:
     results = results or ROOT / RESULTS
     rows = claim_rows(results)
+    rerun = results / "RERUN.md"  # results made by an earlier code version, awaiting a re-run
+    older = set(re.findall(r"^- `(\w+)\.json`", rerun.read_text(encoding="utf-8"), re.M)) \
+        if rerun.exists() else set()
     lines = ["| claim | the paper says | verdict | first cell | all cells |",
              "|---|---|---|---|---|"]
     for r in rows:
         first = labelled(r["evidence"][0]) if r["evidence"] else ""
         link = f"[{r['source']}.md]({RESULTS.as_posix()}/{r['source']}.md)" \
             if (results / f"{r['source']}.md").exists() else f"`{r['source']}.json`"
+        if r["source"] in older:
+            link += f" (earlier code: [RERUN.md]({RESULTS.as_posix()}/RERUN.md))"
         lines.append(f"| {r['claim']} | {_cell(r['statement'])} | **{_cell(r['verdict'])}** | "
                      f"{_cell(first)} | {link} |")
     settings = _settings_line(rows)
