@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files, not windows; notebooks still show the returned f
 import matplotlib.pyplot as plt  # noqa: E402
 
 from samrepro.io.files import write_text  # noqa: E402
-from samrepro.study.names import model_label  # noqa: E402
+from samrepro.study.names import labelled, model_label  # noqa: E402
 
 # What each figure shows, under it in the Markdown results (embed) and in the notebooks
 CAPTIONS = {
@@ -184,8 +184,8 @@ def _forest_rows(claims: list[dict]) -> dict[str, list[dict]]:
                 "claim": claim["claim"], "model": model_label(key),
                 "headline": bool(cell.get("headline")), "value": scale * value,
                 "low": scale * cell["low"], "high": scale * cell["high"],
-                "label": re.sub(r" \(headline, average over [^)]*\)", "",
-                                cell["text"].split(":")[0]).replace(key, model_label(key), 1),
+                "label": labelled(re.sub(r" \(headline, average over [^)]*\)", "",
+                                         cell["text"].split(":")[0])),
                 "outcome": cell.get("label", cell["outcome"])})
     return panels
 

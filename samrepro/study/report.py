@@ -126,17 +126,21 @@ def write(s: dict, name: str, table, claims: list[dict], paper_table=None, notes
                   "wall_seconds": round(time.time() - s["started"], 1),
                   "inputs": inputs_of(s)}  # weights' and texts' hashes and sources
     data = table.attrs.get("result", {})  # the format and per-window data (tables._data)
-    write_json(folder / f"{name}.json", {
-        **provenance, "rows": table.to_dict(orient="records"), "claims": claims,
-        "paper": None if paper_table is None else paper_table.to_dict(orient="records"),
-        **data, **(extra or {})})
-    if data.get("format", 1) >= 2 and any(c.get("cells") for c in claims):
-        from samrepro.study.plots import forest
-        forest(claims, folder / f"{name}-forest.png")
+    result = {**provenance, "rows": table.to_dict(orient="records"), "claims": claims,
+              "paper": None if paper_table is None else paper_table.to_dict(orient="records"),
+              **data, **(extra or {})}
+    write_json(folder / f"{name}.json", result)
+    _draw_forest(result, folder / f"{name}-forest.png")
     write_text(folder / f"{name}.csv", table.to_csv(index=False))
-    result = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
     write_text(folder / f"{name}.md", markdown(name, result, notes, folder))
     return folder
+
+
+def _draw_forest(result: dict, path: Path) -> None:
+    """The forest plot of a result in the current format (claims.FORMAT 2) with claim cells."""
+    if result.get("format", 1) >= 2 and any(c.get("cells") for c in result.get("claims") or []):
+        from samrepro.study.plots import forest
+        forest(result["claims"], path)
 
 
 def markdown(name: str, result: dict, notes: str = "", folder: Path | None = None) -> str:
@@ -182,13 +186,11 @@ def markdown(name: str, result: dict, notes: str = "", folder: Path | None = Non
 
 def rerender(path: str | os.PathLike) -> Path:
     """Write results/<preset>/<name>.md (and its forest plot) again from its JSON, after a
-    change of presentation alone (no re-run): the notes and the figures a notebook added (plots.embed) are kept from
-    the Markdown file it replaces."""
+    change of presentation alone (no re-run): the notes and the figures a notebook added
+    (plots.embed) are kept from the Markdown file it replaces."""
     path = Path(path)
     result = json.loads(path.read_text(encoding="utf-8"))
-    if result.get("format", 1) >= 2 and any(c.get("cells") for c in result.get("claims", [])):
-        from samrepro.study.plots import forest
-        forest(result["claims"], path.parent / f"{path.stem}-forest.png")
+    _draw_forest(result, path.parent / f"{path.stem}-forest.png")
     target = path.with_suffix(".md")
     old = target.read_text(encoding="utf-8") if target.is_file() else ""
     notes = old.split("\n\n## Ours")[0].partition("\n\n")[2].strip() if old else ""
