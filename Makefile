@@ -2,6 +2,7 @@
 #   make table1     run notebooks/table1.ipynb at the embedded preset (SmolLM2-135M, CPU) into
 #                   results/local/embedded/ (git-ignored; the committed results/embedded/ stay
 #                   as they are), one progress line a run, then compare it with the committed one
+#                   (SEEDS=10: that many calibration seeds instead of the preset's 3)
 #   make notebooks  run every notebook at the embedded preset into results/local/embedded/
 #   make compare NOTEBOOK=table1  your run (results/local/) against the committed one
 #   make promote NOTEBOOK=table1  copy your run over the committed one (then make readme)
@@ -69,7 +70,8 @@ LOCAL := $(abspath results/local)
 $(NOTEBOOKS): setup
 	mkdir -p $(LOCAL)/$(PRESET)
 	$(RUN_IN_VENV) $(BIN)/papermill --cwd notebooks --no-progress-bar --stderr-file /dev/stderr \
-		notebooks/$@.ipynb $(LOCAL)/$(PRESET)/$@.ipynb -p preset $(PRESET) -p output_dir $(LOCAL)
+		notebooks/$@.ipynb $(LOCAL)/$(PRESET)/$@.ipynb -p preset $(PRESET) -p output_dir $(LOCAL) \
+		$(if $(SEEDS),-p seeds $(SEEDS))
 	$(BIN)/python -c 'import sys; from samrepro.study.report import tidy_notebook; tidy_notebook(sys.argv[1])' \
 		$(LOCAL)/$(PRESET)/$@.ipynb
 	@if [ -f results/$(PRESET)/$@.json ] && [ -f $(LOCAL)/$(PRESET)/$@.json ]; then \

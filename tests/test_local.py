@@ -40,7 +40,7 @@ def test_a_flipped_cell_and_a_value_outside_its_interval_are_reported(root):
     path.write_text(json.dumps(data))
     bad, text = local.summary("table1", root=root)
     assert bad == 2
-    assert sum(line.startswith("  DIFF ") for line in text.splitlines()) == 2 and "OUTSIDE" in text and "fewer seeds" in text
+    assert sum(line.startswith("  DIFF ") for line in text.splitlines()) == 2 and "OUTSIDE" in text and "another seed count than committed" in text
     assert "(2 seeds" in text and "disagree" in text
 
 
