@@ -57,8 +57,8 @@ def summary(name: str, preset: str = "embedded", root: Path | None = None) -> tu
     out += [("  ok   " if ok else "  DIFF ") + text for ok, text in claims]
     out.append(f"values: {sum(ok for ok, _ in values)} of {len(values)} inside the committed "
                "95% interval (or within 5% where it has none)"
-               + ("; with another seed count than committed, a value spreads otherwise than "
-                  "the committed interval says" if seeds[0] != seeds[1] else ""))
+               + ("; another seed count than committed: a value's spread is not the committed "
+                  "interval's" if seeds[0] != seeds[1] else ""))
     out += ["  DIFF " + text for ok, text in values if not ok]
     out.append(f"{len(bad)} contradiction(s) in {len(lines)} lines. "
                + (f"To make your run the committed one: make promote NOTEBOOK={name}"
