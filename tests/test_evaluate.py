@@ -8,12 +8,13 @@ from samrepro.io.evaluate import perplexity
 from samrepro.io.models import tiny_model
 
 
-@pytest.mark.parametrize("loss_chunk", [128, 4])  # the LM head and loss in one or 4 pieces
+@pytest.mark.parametrize("rows", [None, 4])  # the LM head and loss in one piece, or 4 rows
 @pytest.mark.parametrize("family", ["llama", "opt"])
-def test_perplexity_is_exp_of_mean_token_nll(family, loss_chunk, monkeypatch):
+def test_perplexity_is_exp_of_mean_token_nll(family, rows, monkeypatch):
     from samrepro.io import evaluate
 
-    monkeypatch.setattr(evaluate, "LOSS_CHUNK", loss_chunk)
+    if rows:
+        monkeypatch.setattr(evaluate, "LOSS_CHUNK_BYTES", 4 * 97 * rows)
     model = tiny_model(family, vocab_size=97, seed=1)
     ids = torch.randint(0, 97, (3 * 16 + 5,), generator=torch.Generator().manual_seed(2))
     got = perplexity(model, ids, seqlen=16, progress=False, batch_size=2)
@@ -35,6 +36,42 @@ def test_perplexity_is_exp_of_mean_token_nll(family, loss_chunk, monkeypatch):
     assert two["window_index"] == [0, 2]
     assert two["window_nll"] == pytest.approx([sum(nlls[:15]) / 15, sum(nlls[30:]) / 15],
                                               rel=1e-5)
+
+
+@pytest.mark.parametrize("head", [True, False])  # the base and LM head, or the full logits
+@pytest.mark.parametrize("rows", [45, 7, 1])  # one chunk; 7, which does not divide 45; 1
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_token_nll_in_chunks_equals_the_nll_from_full_logits(family, rows, head, monkeypatch):
+    from samrepro.io import evaluate
+    from samrepro.io.evaluate import loss_rows, token_nll
+
+    model = tiny_model(family, vocab_size=97, seed=3)
+    monkeypatch.setattr(evaluate, "LOSS_CHUNK_BYTES", 4 * 97 * rows + 3)  # 3 bytes: rounds down
+    assert loss_rows(97) == rows
+    if not head:
+        monkeypatch.setattr(model, "get_output_embeddings", lambda: None)
+    calls = []
+    hook = model.lm_head.register_forward_hook(lambda m, args, out: calls.append(len(out)))
+    batch = torch.randint(0, 97, (3, 16), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got = token_nll(model, batch)
+        hook.remove()
+        logits = model(input_ids=batch).logits  # independently: all logits at once
+    # 3 windows × 15 predicted tokens in chunks of `rows`, the last one shorter
+    assert calls == ([rows] * (45 // rows) + [45 % rows] * (45 % rows > 0) if head else [3])
+    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+    want = -logp.gather(-1, batch[:, 1:, None])[..., 0]
+    assert got.shape == (3, 15) and got.dtype == torch.float32
+    assert got.double().numpy() == pytest.approx(want.numpy(), rel=1e-5)
+    windows = perplexity(model, batch.flatten(), seqlen=16, batch_size=2, progress=False)
+    assert windows["window_nll"] == pytest.approx(want.mean(1).tolist(), rel=1e-5)
+
+
+def test_loss_chunk_holds_about_25_mb_of_fp32_logits():
+    from samrepro.io.evaluate import loss_rows
+
+    assert loss_rows(49152) == 127 and 4 * 49152 * 127 <= 25e6 < 4 * 49152 * 128  # SmolLM2
+    assert loss_rows(10**8) == 1
 
 
 def test_capped_windows_are_spread_evenly_over_the_whole_stream():

@@ -77,10 +77,10 @@ for name, layers, what, n, s, b in json.loads(sys.argv[1]):
     e = estimate_memory(model.config, n, s, 1e12, torch.float32, batch_size=b, probe_batch=b,
                         overhead_bytes=0)
     if what == "perplexity":
-        from samrepro.io.evaluate import LOSS_CHUNK
+        from samrepro.io.evaluate import loss_rows
         from samrepro.machine.memory import inference_parts, shape_of
         part = {"parts": inference_parts(shape_of(model.config), s, torch.float32, b,
-                                         loss_chunk=LOSS_CHUNK)}
+                                         loss_chunk=loss_rows(model.config.vocab_size))}
     else:
         part = e["pruning"] if what == "prune" else e["hutchinson"]
     weights = part["parts"].get("layer_weights", 0) + part["parts"].get("weights", 0)

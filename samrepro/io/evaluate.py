@@ -20,23 +20,33 @@ from tqdm.auto import tqdm
 from samrepro.io.data import data_dir as resolve_data_dir
 from samrepro.errors import UserError
 
-LOSS_CHUNK = 128  # positions whose fp32 logits over the vocabulary token_nll holds at once
+LOSS_CHUNK_BYTES = 25 * 10**6  # fp32 logits token_nll holds at once: ~25 MB
+
+
+def loss_rows(vocab: int) -> int:
+    """Positions whose fp32 logits over `vocab` fit in LOSS_CHUNK_BYTES (at least one)."""
+    return max(1, LOSS_CHUNK_BYTES // (4 * vocab))
 
 
 def token_nll(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """fp32 NLL of every token after the first of each window (batch × (seqlen − 1)), as
-    from the model's logits, but the LM head and the loss run LOSS_CHUNK positions at a
-    time: the fp32 logits of a whole batch over a large vocabulary are never held."""
-    base = getattr(model, model.base_model_prefix)
-    hidden = base(input_ids=batch, use_cache=False)[0]
+    from the model's logits. For memory and speed the fp32 logits over the whole vocabulary
+    are never held: the base model's final hidden states, flattened to one row a position,
+    go through the LM head and the loss loss_rows(vocab) rows at a time, each chunk a
+    contiguous (rows, vocab) matrix (no transposed logits). A model without a separate LM
+    head is scored from its full logits, in the same chunks."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     head = model.get_output_embeddings()
-    parts = []
-    for a in range(0, batch.shape[1] - 1, LOSS_CHUNK):
-        b = min(a + LOSS_CHUNK, batch.shape[1] - 1)
-        logits = head(hidden[:, a:b]).float()
-        parts.append(F.cross_entropy(logits.transpose(1, 2), batch[:, a + 1:b + 1],
-                                     reduction="none"))
-    return torch.cat(parts, 1)
+    if base is None or head is None:
+        hidden, head = model(input_ids=batch, use_cache=False).logits, nn.Identity()
+    else:
+        hidden = base(input_ids=batch, use_cache=False)[0]
+    rows = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # position t predicts token t + 1
+    targets = batch[:, 1:].reshape(-1).to(rows.device)
+    step = loss_rows(model.config.vocab_size)
+    nll = [F.cross_entropy(head(rows[a:a + step]).float(), targets[a:a + step], reduction="none")
+           for a in range(0, len(rows), step)]
+    return torch.cat(nll).view(len(batch), -1)
 
 
 @torch.no_grad()

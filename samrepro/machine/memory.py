@@ -300,11 +300,11 @@ def hutchinson_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devic
 def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: int = 1,
                     loss_chunk: int | None = None) -> dict:
     """Bytes of a forward without gradient on one batch of windows: lm-eval's, whose logits
-    cover every position, or with `loss_chunk` (evaluate.LOSS_CHUNK) perplexity's, whose LM head and
-    loss run that many positions at a time (evaluate.token_nll)."""
+    cover every position, or with `loss_chunk` (evaluate.loss_rows(vocab)) perplexity's, whose
+    LM head and loss run that many positions of the batch at a time (evaluate.token_nll)."""
     b = _bytes(dtype)
     tokens = batch_size * seqlen
-    logit_tokens = batch_size * min(seqlen, loss_chunk) if loss_chunk else tokens
+    logit_tokens = min(tokens, loss_chunk) if loss_chunk else tokens
     saved = INFERENCE_SAVED
     return {"weights": b * shape.parameters(),
             "activations": int(b * tokens * (saved["hidden"] * shape.hidden
