@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from samrepro.errors import UserError
-from samrepro.method.solver import prune_weight
+from samrepro.method.solver import SALIENCIES, prune_weight, prune_weights, saliency_scores
 
 
 def correlated_problem(rows, cols, seed=0, tokens=256):
@@ -19,45 +19,63 @@ def correlated_problem(rows, cols, seed=0, tokens=256):
     return W, X, 2 * X.T @ X / tokens
 
 
-def brute_force(W, H, sparsity, saliency, blocksize, percdamp=0.01, wbits=16):
-    """Sequential OBS, one column at a time, with explicit inverses of the free columns' Hessian.
+def brute_force(W, H, sparsity, saliency, blocksize, percdamp=0.01, wbits=16, prune_n=0,
+                prune_m=0, parts=None):
+    """Sequential OBS, one column at a time, with explicit inverses of the free columns' Hessian;
+    in float64, and returns float64.
 
     Weights of column j chosen for removal are zeroed and the rest of their row (the columns
     not yet processed, F = j…n-1) is updated by δw_F = -(w_j / [H_F⁻¹]_jj) · [H_F⁻¹]_{j,F}.
-    Masks are chosen for a whole block when its first column is reached.
+    Masks are chosen for a whole block when its first column is reached (each of `parts`, a
+    list of (rows, sparsity), with its own share), or with N:M for each group of M columns
+    when its first column is reached (groups counted from the block's start).
     """
     W = W.double().numpy().copy()
     H = H.double().numpy().copy()
     H += percdamp * np.mean(np.diag(H)) * np.eye(len(H))
     rows, cols = W.shape
+    parts = parts or [(rows, sparsity)]
     maxq = 2**wbits - 1
     if wbits < 16:  # per-row asymmetric min-max grid containing 0
         lo, hi = np.minimum(W.min(1), 0), np.maximum(W.max(1), 0)
         scale = (hi - lo) / maxq
         zero = np.round(-lo / scale)
+
+    def scores_of(columns):  # the saliency of W[:, columns] as it is now
+        seq_inv = np.array([np.linalg.inv(H[m:, m:])[0, 0] for m in columns])  # [H_F⁻¹]_mm
+        w2, h = W[:, columns] ** 2, np.diag(H)[columns]
+        if saliency == "obs":
+            return w2 / seq_inv
+        if saliency == "isc":
+            return w2 * (h + 1 / seq_inv)
+        return saliency_scores(saliency, *(torch.from_numpy(np.ascontiguousarray(a)) for a in (
+            W[:, columns], np.sqrt(seq_inv), h))).numpy()  # any other criterion: its own score
+
     mask = np.zeros_like(W, dtype=bool)
     for j in range(cols):
         Hinv = np.linalg.inv(H[j:, j:])
-        if j % blocksize == 0:
-            block = range(j, min(j + blocksize, cols))
-            seq_inv = np.array([np.linalg.inv(H[m:, m:])[0, 0] for m in block])
-            w2 = W[:, j:j + len(block)] ** 2
-            if saliency == "obs":
-                scores = w2 / seq_inv
-            else:  # isc
-                scores = w2 * (np.diag(H)[j:j + len(block)] + 1 / seq_inv)
-            k = int(round(scores.size * sparsity))
-            chosen = np.argsort(scores.ravel(), kind="stable")[:k]
-            block_mask = np.zeros(scores.size, dtype=bool)
-            block_mask[chosen] = True
-            mask[:, j:j + len(block)] = block_mask.reshape(scores.shape)
+        if not prune_n and j % blocksize == 0:
+            block = list(range(j, min(j + blocksize, cols)))
+            scores, r0 = scores_of(block), 0
+            for r, p in parts:
+                part = scores[r0:r0 + r]
+                k = int(round(part.size * p))
+                chosen = np.argsort(part.ravel(), kind="stable")[:k]
+                part_mask = np.zeros(part.size, dtype=bool)
+                part_mask[chosen] = True
+                mask[r0:r0 + r, block] = part_mask.reshape(part.shape)
+                r0 += r
+        if prune_n and j % blocksize % prune_m == 0:
+            group = list(range(j, j + prune_m))
+            drop = np.argsort(scores_of(group), axis=1, kind="stable")[:, :prune_n]
+            np.put_along_axis(mask[:, group[0]:group[-1] + 1], drop, True, axis=1)
         q = np.where(mask[:, j], 0.0, W[:, j])
         if wbits < 16:
             q = scale * (np.clip(np.round(q / scale) + zero, 0, maxq) - zero)
         err = (W[:, j] - q) / Hinv[0, 0]
         W[:, j:] -= np.outer(err, Hinv[0, :])
         W[:, j] = q
-    return torch.from_numpy(W).float()
+    return torch.from_numpy(W)
 
 
 @pytest.mark.parametrize("saliency", ["obs", "isc"])
@@ -65,16 +83,44 @@ def brute_force(W, H, sparsity, saliency, blocksize, percdamp=0.01, wbits=16):
 def test_solver_equals_brute_force_sequential_obs(saliency, blocksize):
     W, _, H = correlated_problem(6, 16, seed=1)
     ours = prune_weight(W, H, 0.5, saliency, blocksize=blocksize)
-    expected = brute_force(W, H, 0.5, saliency, blocksize)
+    expected = brute_force(W, H, 0.5, saliency, blocksize).float()
     assert ((ours == 0) == (expected == 0)).all()
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+RECONSTRUCTING = [name for name, entry in SALIENCIES.items() if entry.reconstructs]
+
+
+@pytest.mark.parametrize("saliency", RECONSTRUCTING)  # the others never reach the column loop
+@pytest.mark.parametrize("cols, blocksize, wbits, nm", [
+    (45, 128, 16, (0, 0)),   # one block, inner blocks of 16, 16, 13
+    (90, 40, 16, (0, 0)),    # blocks of 40, 40, 10 (inner 16, 16, 8 and 10)
+    (90, 40, 4, (0, 0)),     # with joint quantization
+    (40, 128, 16, (2, 4)),   # N:M, inner blocks of 16, 16, 8
+    (40, 24, 16, (4, 8)),    # N:M, blocks of 24, 16
+])
+def test_solver_equals_brute_force_in_float64(saliency, cols, blocksize, wbits, nm):
+    """The solver's nested lazy updates (inner blocks inside the 128-column blocks) against
+    sequential OBS column by column, both in float64: the same masks, the same weights up to
+    rounding; each stacked matrix with its own sparsity (prune_weights)."""
+    W, _, H = correlated_problem(9, cols, seed=13)
+    W, H = W.double(), H.double()
+    n, m = nm
+    sizes, sparsities = [4, 5], [0.3, 0.6]
+    ours = torch.cat(prune_weights(list(W.split(sizes)), H, sparsities, saliency, n, m, wbits,
+                                   blocksize))
+    expected = brute_force(W, H, None, saliency, blocksize, wbits=wbits, prune_n=n, prune_m=m,
+                           parts=list(zip(sizes, sparsities)))
+    assert ours.dtype == torch.float64
+    assert torch.equal(ours == 0, expected == 0)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("wbits", [4, 3])
 def test_joint_quantization_equals_brute_force(wbits):
     W, _, H = correlated_problem(5, 12, seed=2)
     ours = prune_weight(W, H, 0.5, "obs", wbits=wbits, blocksize=12)
-    expected = brute_force(W, H, 0.5, "obs", 12, wbits=wbits)
+    expected = brute_force(W, H, 0.5, "obs", 12, wbits=wbits).float()
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
     for row in ours:  # every kept weight sits on a grid of 2**wbits levels
         assert len(torch.unique(row)) <= 2**wbits
@@ -192,8 +238,6 @@ def test_bad_arguments_raise_user_errors(kwargs, message):
 def test_stacked_matrices_get_the_result_of_their_own_solves():
     """prune_weights (matrices sharing H, stacked outside the solver) against prune_weight on
     each matrix alone: the same masks, and the same weights up to matmul rounding."""
-    from samrepro.method.solver import prune_weight, prune_weights
-
     torch.manual_seed(0)
     X = torch.randn(200, 64)
     H = 2 * X.T @ X / 200

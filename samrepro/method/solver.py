@@ -131,6 +131,9 @@ def _nm_mask(scores: torch.Tensor, prune_n: int, prune_m: int) -> torch.Tensor:
     return mask.reshape(rows, cols)
 
 
+_INNER = 16  # columns per inner block of prune_weight's column loop (a multiple of M with N:M)
+
+
 def _share(numel: int, sparsity: float) -> int:
     return int(round(numel * sparsity))
 
@@ -143,7 +146,8 @@ def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, salie
 
     W: out_features × in_features; H: in_features × in_features, the accumulated 2XXᵀ/n
     (may be None for `magnitude`, which uses no data).
-    The result has W's shape, dtype and device; the work is done in fp32 on W's device.
+    The result has W's shape, dtype and device; the work is done on W's device in fp32 (in
+    fp64 if W is fp64).
     `sparsity` is the fraction of each block's weights set to zero (ignored with N:M).
     `magnitude` prunes the whole matrix at once by |w|, `wanda` each output row by |w|·‖X_m‖
     (Wanda's comparison group); neither updates the kept weights (they are only quantized).
@@ -159,8 +163,8 @@ def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, salie
     if H.shape != (cols, cols):
         raise ValueError(f"H must be {cols}×{cols} for weights with {cols} inputs, got {tuple(H.shape)}")
     dtype = W.dtype
-    W = W.detach().to(torch.float32, copy=True)
-    H = H.detach().to(device=W.device, dtype=torch.float32).clone()
+    W = W.detach().to(torch.promote_types(dtype, torch.float32), copy=True)
+    H = H.detach().to(device=W.device, dtype=W.dtype).clone()
     grid = quantization_grid(W, wbits) if wbits < 16 else None
     if not SALIENCIES[saliency].reconstructs:
         return _prune_without_update(W, H.diagonal(), sparsity, saliency, prune_n, prune_m, grid,
@@ -176,6 +180,14 @@ def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, salie
     U = _upper_cholesky_of_inverse(H)  # U_mm² = sequential [H⁻¹]_mm (docs/method.md §1)
     H_diag = H.diagonal()
 
+    # Lazy updates on two levels. A column's OBS update is a rank-1 pass over the columns after
+    # it: one small, memory-bound op per column, which over a whole 128-column block touches
+    # ~64 columns × all rows each time. So a column updates only the rest of its inner block of
+    # `inner` columns, and one GEMM per inner block spreads that block's errors onto the rest
+    # of the outer block, as the outer block's GEMM does onto the later columns: the same sums
+    # in another order. `inner` is a multiple of M, so an N:M group never spans two inner
+    # blocks and is scored on weights that have every earlier column's update.
+    inner = -(-_INNER // prune_m) * prune_m if prune_n else _INNER
     for b0 in range(0, cols, blocksize):
         b1 = min(b0 + blocksize, cols)
         # Transposed (columns × rows), so that each column is one contiguous row of memory.
@@ -186,21 +198,25 @@ def prune_weight(W: torch.Tensor, H: torch.Tensor | None, sparsity: float, salie
             mask1 = choose(saliency_scores(saliency, W1.T, U1.diagonal(), H_diag[b0:b1])).T
         else:
             mask1 = torch.zeros_like(W1, dtype=torch.bool)
-        for j in range(b1 - b0):
-            if prune_n and j % prune_m == 0:  # N:M: choose each group's mask on reaching it
-                g = slice(j, j + prune_m)
-                scores = saliency_scores(saliency, W1[g].T, U1.diagonal()[g], H_diag[b0:b1][g])
-                mask1[g] = _nm_mask(scores, prune_n, prune_m).T
-            w = W1[j]
-            if grid is None:  # q = w with the masked weights zeroed, so w - q = w·mask
-                torch.mul(w, mask1[j], out=Err1[j])
-            else:
-                q = quantize(w.masked_fill(mask1[j], 0.0).unsqueeze(1), *grid, wbits).squeeze(1)
-                torch.sub(w, q, out=Err1[j])
-            Err1[j].div_(U1[j, j])
-            W1[j:].addr_(U1[j, j:], Err1[j], alpha=-1.0)  # the OBS update; turns w_j into q_j
-            if grid is not None:
-                W1[j] = q  # exactly on the grid, not just up to rounding
+        for i0 in range(0, b1 - b0, inner):
+            i1 = min(i0 + inner, b1 - b0)
+            for j in range(i0, i1):
+                if prune_n and j % prune_m == 0:  # N:M: choose each group's mask on reaching it
+                    g = slice(j, j + prune_m)
+                    scores = saliency_scores(saliency, W1[g].T, U1.diagonal()[g],
+                                             H_diag[b0:b1][g])
+                    mask1[g] = _nm_mask(scores, prune_n, prune_m).T
+                w = W1[j]
+                if grid is None:  # q = w with the masked weights zeroed, so w - q = w·mask
+                    torch.mul(w, mask1[j], out=Err1[j])
+                else:
+                    q = quantize(w.masked_fill(mask1[j], 0.0).unsqueeze(1), *grid, wbits).squeeze(1)
+                    torch.sub(w, q, out=Err1[j])
+                Err1[j].div_(U1[j, j])
+                W1[j:i1].addr_(U1[j, j:i1], Err1[j], alpha=-1.0)  # the OBS update; w_j becomes q_j
+                if grid is not None:
+                    W1[j] = q  # exactly on the grid, not just up to rounding
+            W1[i1:].addmm_(U1[i0:i1, i1:].T, Err1[i0:i1], alpha=-1.0)  # the inner block's errors
         W1.masked_fill_(mask1, 0.0)  # and the pruned weights exactly 0
         W[:, b0:b1] = W1.T
         W[:, b1:] -= Err1.T @ U[b0:b1, b1:]  # the block's errors spread onto the later columns
@@ -230,7 +246,7 @@ def prune_weights(Ws: list[torch.Tensor], H: torch.Tensor | None, sparsities: li
         return torch.cat([_lowest(part, _share(part.numel(), sparsity))
                           for part, sparsity in zip(scores.split(sizes), sparsities)])
 
-    stacked = torch.cat([W.detach().to(torch.float32) for W in Ws])
+    stacked = torch.cat([W.detach().to(torch.promote_types(W.dtype, torch.float32)) for W in Ws])
     new = prune_weight(stacked, H, sparsities[0], saliency, prune_n, prune_m, wbits, blocksize,
                        percdamp, choose=choose)
     return [part.to(src.dtype) for part, src in zip(new.split(sizes), Ws)]
