@@ -175,3 +175,25 @@ def test_streamed_layers_visit_the_device_in_turn_and_give_the_same_samples(monk
     layers = [id(layer) for layer in model.model.layers]
     assert sorted(visits) == sorted((i, torch.device("cpu")) for i in layers * 2 * 2)
     assert not hasattr(model, models.STREAM_ATTRIBUTE)
+
+
+@pytest.mark.parametrize("dtype, before, inside", [
+    (torch.bfloat16, False, True),   # bf16: the math attention stays in bf16
+    (torch.float16, False, False),   # fp16 (loss-scaled): upcast to fp32 as torch does
+    (torch.float32, False, False),
+    (torch.float16, True, True),     # a value set outside is kept, and restored
+])
+def test_probe_sets_the_math_attention_reduction_flag_and_restores_it(dtype, before, inside,
+                                                                      monkeypatch):
+    flags, real = torch.backends.cuda, torch.nn.functional.scaled_dot_product_attention
+    seen = []
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: (
+        seen.append(flags.fp16_bf16_reduction_math_sdp_allowed()) or real(*a, **k)))
+    flags.allow_fp16_bf16_reduction_math_sdp(before)
+    try:
+        model = tiny_model("llama", vocab_size=32, num_layers=1, hidden=16, seed=0).to(dtype)
+        hutchinson(model, ids(), rel_tol=0.0, max_probes=2, progress=False)
+        assert seen and set(seen) == {inside}
+        assert flags.fp16_bf16_reduction_math_sdp_allowed() == before
+    finally:
+        flags.allow_fp16_bf16_reduction_math_sdp(False)

@@ -10,7 +10,7 @@ memory of
 - the Hutchinson estimate (docs/method.md §3, samrepro.method.sensitivity.probe_row, layer by
   layer): the whole model on the device (or one layer at a time, streamed from the host),
   every layer's input and its tangent, and one layer's local double backward through one
-  batch (math attention: the seq² scores and softmax are kept in fp32) or the head on a
+  batch (math attention: the seq² scores and softmax are kept in fp32, at most) or the head on a
   few tokens; `hutchinson_device_peak` gives the fullest GPU's share when the model is
   split over several by whole layers;
 - an inference forward (perplexity, lm-eval): `inference_parts`, `inference_device_peak`.
@@ -77,7 +77,8 @@ HUB_IDS = {
 # values in the weights' dtype (its recomputed forward, the first backward's graph, the
 # second backward's transients; RMSNorm's fp32 copies counted in them), and per head and
 # (query, key) pair HUTCHINSON_ATTENTION_BYTES: math attention keeps the scores, the softmax
-# and their gradients in fp32 even for bf16 or fp16 inputs, about ten fp32 values (CPU). The
+# and their gradients in fp32 even for fp16 inputs, about ten fp32 values (CPU; bf16 keeps
+# them in bf16, sensitivity._bf16_math_attention, so for bf16 this is an upper bound). The
 # layer's weight-sized tensors are HUTCHINSON_WEIGHT_COPIES: its gradient with its graph,
 # the probe z and Hz, and two more of its largest matrix while autograd sums the two
 # contributions to its Hz (measured at LLaMA-2-70B's width, where that matrix is large). The head holds HUTCHINSON_LOGITS fp32 values a logit for

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -59,6 +60,23 @@ class _OnlyWeightsTrainable:
         self.kernel.__exit__(*exc)
         for p, flag in self.saved.items():
             p.requires_grad_(flag)
+
+
+@contextmanager
+def _bf16_math_attention(params: list[torch.Tensor]):
+    """With bf16 weights, the math attention that _OnlyWeightsTrainable forces stays in bf16,
+    instead of upcasting q, k, v to fp32 and casting the result back (forward and both
+    backwards). torch's flag is global and, despite its `cuda` name, read on every device
+    (_scaled_dot_product_attention_math); its previous value is restored. The samples keep
+    the bf16 fidelity of tests/test_precision.py; fp16 (loss-scaled products) is left as it was."""
+    flag = torch.backends.cuda
+    before = flag.fp16_bf16_reduction_math_sdp_allowed()
+    bf16 = any(p.dtype == torch.bfloat16 for p in params)
+    flag.allow_fp16_bf16_reduction_math_sdp(before or bf16)
+    try:
+        yield
+    finally:
+        flag.allow_fp16_bf16_reduction_math_sdp(before)
 
 
 def _loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -342,8 +360,9 @@ def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
     the first max(min_probes, 2) probes and then after every `chunk`.
 
     Precision: the Hessian-vector products run in the weights' dtype (bf16 on GPUs that have
-    it, see samrepro.machine.plan) and every zᵀHz is summed in fp32 (samples kept in fp64); fp16
-    weights get a dynamic loss scale (`loss_scale="auto"`), else their products underflow.
+    it, see samrepro.machine.plan; with bf16 the attention too, _bf16_math_attention) and
+    every zᵀHz is summed in fp32 (samples kept in fp64); fp16 weights get a dynamic loss
+    scale (`loss_scale="auto"`), else their products underflow.
     `checkpointing` also recomputes each decoder layer within its own local double backward
     (layer_checkpointing); probe_row already holds one layer's graph at a time, so it saves
     little (kept for the placements that ask for it).
@@ -365,7 +384,8 @@ def hutchinson(model: nn.Module, windows: torch.Tensor, rel_tol: float = 0.2,
     batches = windows.split(batch_size)
     rows, started = [], time.perf_counter()
     bar = tqdm(total=max_probes, desc="Hutchinson probes", disable=not progress or rank != 0)
-    with _OnlyWeightsTrainable(model) as params, layer_checkpointing(model, checkpointing):
+    with _OnlyWeightsTrainable(model) as params, layer_checkpointing(model, checkpointing), \
+            _bf16_math_attention(params):
         scale = _LossScale(params, loss_scale)
         for start, stop in _blocks(min_probes, max_probes, chunk):
             block = torch.zeros(stop - start, len(names), dtype=torch.float64)
