@@ -27,8 +27,8 @@ def test_code_hash_follows_the_code_not_its_comments(tmp_path):
                       + "\n# a comment\n")
     code_hash.cache_clear()
     assert code_hash(folder) == before  # a docstring and a comment changed
-    solver.write_text(text.replace("W1[j:].addr_(U1[j, j:], Err1[j], alpha=-1.0)",
-                                   "W1[j:].addr_(U1[j, j:], Err1[j], alpha=-0.5)"))
+    solver.write_text(text.replace("W1[j:i1].addr_(U1[j, j:i1], Err1[j], alpha=-1.0)",
+                                   "W1[j:i1].addr_(U1[j, j:i1], Err1[j], alpha=-0.5)"))
     code_hash.cache_clear()
     assert code_hash(folder) != before  # the OBS update changed
     code_hash.cache_clear()
