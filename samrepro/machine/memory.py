@@ -90,8 +90,8 @@ HUTCHINSON_LOGITS = 7.5
 HEAD_CHUNK = 128  # tokens whose logits sensitivity.probe_row's head holds at once
 DOT_ELEMENTS = 2 ** 22  # elements of each fp32 temporary of its zᵀHz reductions
 # An inference forward (perplexity, lm-eval; no gradient): per token, the largest layer's
-# live values in hidden and intermediate units, and fp32 vocabulary-size values for the
-# logits, their fp32 copy and the log-softmax.
+# live values in hidden and intermediate units, and (lm-eval's logits over every position)
+# fp32 vocabulary-size values for the logits, their fp32 copy and the log-softmax.
 INFERENCE_SAVED = {"hidden": 6.0, "intermediate": 3.0}
 INFERENCE_LOGITS = 3.0
 
@@ -305,12 +305,15 @@ def inference_parts(shape: Shape, seqlen: int, dtype=torch.float16, batch_size: 
     LM head and loss run that many positions of the batch at a time (evaluate.token_nll)."""
     b = _bytes(dtype)
     tokens = batch_size * seqlen
-    logit_tokens = min(tokens, loss_chunk) if loss_chunk else tokens
+    if loss_chunk:  # the head's output, its fp32 copy (half precision only), the log-softmax
+        logit_tokens, logit_bytes = min(tokens, loss_chunk), b + (4 if b < 4 else 0) + 4
+    else:
+        logit_tokens, logit_bytes = tokens, 4 * INFERENCE_LOGITS
     saved = INFERENCE_SAVED
     return {"weights": b * shape.parameters(),
             "activations": int(b * tokens * (saved["hidden"] * shape.hidden
                                              + saved["intermediate"] * shape.intermediate)),
-            "logits": int(4 * INFERENCE_LOGITS * logit_tokens * shape.vocab)}
+            "logits": int(logit_bytes * logit_tokens * shape.vocab)}
 
 
 def inference_device_peak(shape: Shape, seqlen: int, dtype=torch.float16, devices: int = 1,
