@@ -133,3 +133,20 @@ def test_new_cells_are_named_by_what_they_compare_not_by_their_numbers():
     assert matched[0]["text"] != matched[1]["text"]
     assert verify_module._cell_label(matched[0]) == verify_module._cell_label(matched[1]) == \
         "embedded ours vs sparsegpt, matched ptb"
+
+
+def test_a_c3_cell_is_named_without_its_range_of_achieved_sparsities():
+    """A C3 cell's text gives the method's achieved sparsities, means over the seeds, which a
+    re-run under other rounding or seeds moves (51.70% vs 51.69%): the cells still pair."""
+    from samrepro.study.claims import growing_gain
+
+    def arm(nll, s):
+        return [{"perplexity": {"ptb": {"window_nll": [nll + d, nll - d, nll]}},
+                 "achieved_sparsity": s} for d in (0.01, 0.02)]
+
+    cells = [growing_gain({0.5: arm(3.0, 0.5 + shift), 0.8: arm(5.0, 0.8 + shift)},
+                          {0.5: arm(3.1, 0.5), 0.8: arm(5.4, 0.8)}, "ptb", "embedded ours vs sparsegpt")
+             for shift in (0.017, 0.0169)]
+    assert "51.70%" in cells[0]["text"] and "51.69%" in cells[1]["text"]
+    assert verify_module._cell_label(cells[0]) == verify_module._cell_label(cells[1]) == \
+        "embedded ours vs sparsegpt ptb: slope of log(ppl ours / ppl baseline)"
