@@ -82,3 +82,15 @@ def test_the_first_promotion_shows_the_replaced_verdicts(root):
     row = next(l for l in (root / "embedded" / "CHANGES.md").read_text().splitlines()
                if l.startswith(f"| {data['claims'][0]['claim']} |"))
     assert row.split(" | ")[1].startswith(old) and row.split(" | ")[2].startswith("fails 9")
+
+
+def test_a_notebook_without_results_promotes_its_executed_copy(root):
+    """The walkthrough writes no results JSON: `make promote NOTEBOOK=walkthrough` copies its
+    executed notebook (it said "run `make walkthrough` first", though that had been done)."""
+    (root / "local" / "embedded" / "walkthrough.ipynb").write_text("{}")
+    copied = local.promote("walkthrough", root=root)
+    assert [p.name for p in copied] == ["walkthrough.ipynb"]
+    assert (root / "embedded" / "walkthrough.ipynb").read_text() == "{}"
+    assert not (root / "embedded" / "CHANGES.md").exists()
+    with pytest.raises(UserError, match="run `make figure9` first"):  # nothing run: still refused
+        local.promote("figure9", root=root)

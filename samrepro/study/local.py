@@ -102,12 +102,14 @@ def record_changes(name: str, before: dict, after: dict, path: Path) -> Path:
 
 def promote(name: str, preset: str = "embedded", root: Path | None = None) -> list[Path]:
     """Copy results/local/<preset>/<name>.* (and <name>-*.png) over results/<preset>/, after
-    recording how the verdicts moved (record_changes)."""
+    recording how the verdicts moved (record_changes). A notebook that writes no results
+    file (the walkthrough) has only its executed copy, and no verdicts, to promote."""
     local, committed = paths(name, preset, root)
-    mine = _read(local, "local")
+    only_notebook = not local.is_file() and local.with_suffix(".ipynb").is_file()
+    mine = None if only_notebook else _read(local, "local")
     files = sorted({*local.parent.glob(f"{name}.*"), *local.parent.glob(f"{name}-*.png")})
     committed.parent.mkdir(parents=True, exist_ok=True)
-    if committed.is_file():
+    if mine is not None and committed.is_file():
         record_changes(name, read_results(committed), mine, committed.parent / "CHANGES.md")
     return [Path(shutil.copy2(f, committed.parent / f.name)) for f in files]
 
