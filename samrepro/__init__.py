@@ -4,7 +4,7 @@ Language Models" (Shao et al., ICASSP 2024).
 The sub-packages, each importing only those listed before it (docs/architecture.md):
 
     io/        models, data, zero-shot tasks, evaluation, cache, resume, provenance, files
-    machine/   devices and dtypes, the memory and time model, placement, the plan
+    machine/   devices and dtypes, the memory and time model, placement, the plan, the heap
     method/    the paper's method and its baselines: Hessian, solver and saliencies,
                sensitivity estimators, allocations, the layer-by-layer pass (docs/method.md)
     study/     presets, settings, runs (arms × seeds), tables, claims, statistics, reports,
@@ -19,7 +19,7 @@ Module layers, lowest first. A module imports only modules of lower layers, neve
 own layer or above (tests/test_layering.py reads this list and checks every import, lazy ones
 too, and the sub-packages' direction):
 
-    0 foundations: __init__, errors, files, inputs, names, progress, provenance, stats
+    0 foundations: __init__, errors, files, heap, inputs, names, progress, provenance, stats
     1 machine, sizes, registries: hardware, memory, presets, cache, registry
     2 inputs and checkpoints: models, data, resume
     3 per matrix: hessian, solver, sensitivity

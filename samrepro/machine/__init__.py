@@ -1,1 +1,2 @@
-"""The machine: devices and dtypes, the memory and time model, placement and the plan."""
+"""The machine: devices and dtypes, the memory and time model, placement and the plan, and
+the C library's heap between runs."""
