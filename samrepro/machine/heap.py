@@ -5,8 +5,9 @@ freed buffers below its mmap threshold on its heap for reuse, and that threshold
 size of every mapped buffer freed (up to 32 MiB), so after a run most of torch's activations
 and Hessians live on the heap; the next run's buffers, of other sizes, do not fit the holes,
 and the resident set grows run by run although each run needs the same. On SmolLM2 at the
-embedded preset a notebook's peak rose from 1.5 to 2.4 GiB over a dozen runs;
-`malloc_trim` after each run keeps it at the first run's, in ~15 ms a run. (Fixing the
+embedded preset a notebook's peak rose from 1.2–1.5 GiB after its first run to 2.4 GiB after a
+few dozen; `malloc_trim` after each run keeps it at the first run's, in ~15 ms a run
+(results/embedded/TIMINGS.md). (Fixing the
 threshold low instead maps and faults in every buffer anew: runs ~70% slower.) Numbers do not
 change, only where freed bytes wait.
 """
