@@ -4,7 +4,7 @@ Language Models" (Shao et al., ICASSP 2024).
 The sub-packages, each importing only those listed before it (docs/architecture.md):
 
     io/        models, data, zero-shot tasks, evaluation, cache, resume, provenance, files
-    machine/   devices and dtypes, the memory and time model, placement, the plan, the heap
+    machine/   devices and dtypes, the memory and time model, placement, the plan
     method/    the paper's method and its baselines: Hessian, solver and saliencies,
                sensitivity estimators, allocations, the layer-by-layer pass (docs/method.md)
     study/     presets, settings, runs (arms × seeds), tables, claims, statistics, reports,

@@ -48,3 +48,19 @@ def test_runs_of_another_code_version_are_recomputed_and_equal_ones_served(monke
     monkeypatch.setattr(cache, "code_hash", lambda: "bbbb")
     assert cache.cached("runs", {"model": "m"}, compute) == {"ppl": 2.0}  # recomputed
     assert len(calls) == 2 and len(list((tmp_path / "runs").glob("*.json"))) == 2
+
+
+def test_a_computed_value_gives_its_freed_memory_back_and_a_served_one_does_nothing(monkeypatch, tmp_path):
+    """cached() calls heap.release_freed_memory after compute(), once, before the next run;
+    a value read from the cache allocated nothing to give back."""
+    monkeypatch.setenv("SAMREPRO_CACHE_DIR", str(tmp_path))
+    events = []
+    monkeypatch.setattr(cache, "release_freed_memory", lambda: events.append("release"))
+
+    def compute():
+        events.append("compute")
+        return {"ppl": 1.0}
+
+    cache.cached("runs", {"model": "m"}, compute)
+    cache.cached("runs", {"model": "m"}, compute)  # served
+    assert events == ["compute", "release"]

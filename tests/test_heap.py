@@ -1,4 +1,4 @@
-"""machine/heap.py: freed heap memory goes back to the system (checked on the process's own
+"""samrepro/heap.py: freed heap memory goes back to the system (checked on the process's own
 resident set, in a fresh interpreter)."""
 
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 # the resident set (MiB) then, and again after `release` (or nothing).
 SCRIPT = r"""
 import ctypes, sys
-from samrepro.machine import heap
+from samrepro import heap
 
 def rss():
     for line in open("/proc/self/status"):

@@ -13,6 +13,7 @@ import json
 import warnings
 from typing import Callable
 
+from samrepro.heap import release_freed_memory
 from samrepro.io.files import cache_dir, write_json
 from samrepro.io.provenance import code_hash
 
@@ -40,5 +41,6 @@ def cached(kind: str, key: dict, compute: Callable[[], dict]) -> dict:
         warnings.warn(f"ignoring a damaged or foreign cache entry {path}; recomputing",
                       stacklevel=2)
     value = compute()
+    release_freed_memory()  # a run's or an estimate's scratch memory: else notebooks grow run by run
     write_json(path, {"key": key, "value": value})
     return value

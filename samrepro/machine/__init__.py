@@ -1,2 +1,1 @@
-"""The machine: devices and dtypes, the memory and time model, placement and the plan, and
-the C library's heap between runs."""
+"""The machine: devices and dtypes, the memory and time model, placement and the plan."""

@@ -25,7 +25,6 @@ from samrepro.study.experiments import RunConfig, run
 from samrepro.io.inputs import record as record_inputs
 from samrepro.io.models import default_calibration, default_evaluation
 from samrepro.io.models import split_model
-from samrepro.machine.heap import release_freed_memory
 from samrepro.study.presets import preset
 
 SETTING_KEYS = ("models", "nsamples", "seqlen", "eval_windows", "batch_size", "estimator",
@@ -154,10 +153,8 @@ def run_all(s: dict, configs: list[RunConfig], desc: str = "runs") -> list[dict]
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        results = []
-        for cfg in tqdm(configs, desc=desc):
-            results.append(run(cfg, s["data_dir"], s["device"], progress=False))
-            release_freed_memory()  # else the resident set grows run by run (machine/heap.py)
+        results = [run(cfg, s["data_dir"], s["device"], progress=False)
+                   for cfg in tqdm(configs, desc=desc)]
         record_inputs(s, results)  # the models' and texts' hashes, for the results file
         return results
     finally:

@@ -17,7 +17,6 @@ from samrepro.study.claims import (FORMAT, TOLERANCE, above_all, achieved, docum
 from samrepro.errors import UserError
 from samrepro.study.experiments import estimates_for
 from samrepro.machine.hardware import default_device
-from samrepro.machine.heap import release_freed_memory
 from samrepro.io.models import layer_of
 from samrepro.study.progress import track
 from samrepro.study.report import paper_reference
@@ -346,7 +345,6 @@ def sensitivities(s: dict, model_spec: str, estimators=("hutchinson", "fisher", 
     for seed in range(s["seeds"]):
         cfg = config(s, model_spec, sparsity=0.0, seed=seed)
         estimates, _ = estimates_for(cfg, estimators, s["data_dir"], device)
-        release_freed_memory()  # as settings.run_all does after each run
         for e in estimators:
             found[e].append(estimates[e])
     return {e: _pooled(found[e]) for e in estimators}

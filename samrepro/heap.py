@@ -1,4 +1,5 @@
-"""Give the memory the C library holds after frees back to the system, between runs.
+"""Give the memory the C library holds after frees back to the system, between runs
+(io/cache.cached calls it after each computed run or estimate).
 
 A notebook prunes and evaluates a dozen models one after another in one process. glibc keeps
 freed buffers below its mmap threshold on its heap for reuse, and that threshold rises to the
